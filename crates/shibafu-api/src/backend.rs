@@ -1,0 +1,335 @@
+//! The contract between the HTTP layer (`crate::server`) and the engine.
+//!
+//! The HTTP layer parses Docker Engine API requests, calls these traits and
+//! renders their answers; it knows nothing of containers, images or state.
+//! The engine (`shibafu-engine`) implements [`ContainerBackend`],
+//! [`VolumeBackend`] and [`SystemBackend`]; the image store (`shibafu-image`)
+//! implements [`ImageBackend`]. Payloads are the Docker API's own models
+//! (`bollard_stubs::models`), so what a backend returns is what clients read.
+//!
+//! Name/ID resolution (full ID, unique ID prefix, name with or without the
+//! leading `/`) is the backend's job: every `id_or_name` argument accepts all.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bollard_stubs::models::*;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::Stream;
+use tokio::io::AsyncWrite;
+
+/// A boxed, sendable stream.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = T> + Send + 'static>>;
+
+/// Errors every backend returns. The HTTP layer maps them to Docker's status
+/// codes and its `{"message": ...}` body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 404. The message must name the missing object, Docker-style:
+    /// "No such container: web", "No such image: busybox:latest"
+    /// (docker-py needs "No such image" to raise `ImageNotFound`).
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: name in use, container running, image in use, ...
+    #[error("{0}")]
+    Conflict(String),
+    /// 400: a value that can't be accepted ("invalid memory value 12q").
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// 304: already started / already stopped. No body.
+    #[error("not modified")]
+    NotModified,
+    /// 500: the daemon failed. Message says what failed and why.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::NotFound(_) => 404,
+            ApiError::Conflict(_) => 409,
+            ApiError::InvalidArgument(_) => 400,
+            ApiError::NotModified => 304,
+            ApiError::Internal(_) => 500,
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Docker `filters` query parameter, normalised: both
+/// `{"status":{"running":true}}` and `{"status":["running"]}` become
+/// `{"status": ["running"]}`.
+pub type Filters = HashMap<String, Vec<String>>;
+
+/// Which output stream a chunk came from (values are Docker's frame header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum StdStream {
+    Stdin = 0,
+    Stdout = 1,
+    Stderr = 2,
+}
+
+/// One chunk of container output.
+#[derive(Debug, Clone)]
+pub struct OutputChunk {
+    pub stream: StdStream,
+    pub data: Bytes,
+}
+
+/// One log line read back from the json-file log.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub stream: StdStream,
+    /// RFC 3339 with nanoseconds, as stored ("2026-11-23T10:00:00.123456789Z").
+    pub time: String,
+    /// The line including its trailing newline (partial lines have none).
+    pub data: Bytes,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogsOptions {
+    pub follow: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    /// Unix seconds (may be fractional); entries before it are skipped.
+    pub since: Option<f64>,
+    pub until: Option<f64>,
+    pub timestamps: bool,
+    /// `None` = all.
+    pub tail: Option<usize>,
+}
+
+/// What the engine hands back for `logs`.
+pub struct LogsStream {
+    /// With a tty the HTTP layer sends raw bytes, otherwise 8-byte framed.
+    pub tty: bool,
+    /// Ends when the log is exhausted (or, with `follow`, when the container
+    /// stops and the log is drained). Timestamps are NOT yet prefixed: the
+    /// HTTP layer adds `time + " "` when `timestamps` was asked.
+    pub entries: BoxStream<LogEntry>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AttachOptions {
+    pub stream: bool,
+    pub logs: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub detach_keys: Option<String>,
+}
+
+/// Live stdio of a container or exec process.
+pub struct AttachStreams {
+    pub tty: bool,
+    /// Where client stdin goes. Shutting it down is the client's EOF (closes
+    /// the process's stdin when the container has `StdinOnce`, or for execs).
+    /// `None` when stdin was not asked for or the process has none.
+    pub stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    /// Output until the process exits (then the stream ends).
+    pub output: BoxStream<OutputChunk>,
+}
+
+/// `wait?condition=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaitCondition {
+    #[default]
+    NotRunning,
+    NextExit,
+    Removed,
+}
+
+/// Result of stat on a path in a container (`X-Docker-Container-Path-Stat`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PathStat {
+    pub name: String,
+    pub size: i64,
+    /// Go `os.FileMode` bits (dir = 1<<31, symlink = 1<<27) | permission bits.
+    pub mode: u32,
+    /// RFC 3339.
+    pub mtime: String,
+    #[serde(rename = "linkTarget")]
+    pub link_target: String,
+}
+
+/// Options of `POST /images/create?fromSrc=-` (import).
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// `repo` parameter, may hold a tag (`name:tag`).
+    pub repo: Option<String>,
+    pub tag: Option<String>,
+    /// Dockerfile-style `changes`: `CMD ["sh"]`, `ENV A=b`, `WORKDIR /x`,
+    /// `ENTRYPOINT ...`, `EXPOSE 80`, `USER u`, `LABEL k=v`, `VOLUME /v`,
+    /// `STOPSIGNAL SIGINT`.
+    pub changes: Vec<String>,
+    pub message: Option<String>,
+    pub platform: Option<String>,
+}
+
+#[async_trait]
+pub trait ContainerBackend: Send + Sync + 'static {
+    /// `POST /containers/create?name=`. 404 "No such image: X" when the image
+    /// is missing (the CLI then tries to pull), 409 on a name in use, 400 on
+    /// bad values. Validates everything before it records anything.
+    async fn container_create(
+        &self,
+        name: Option<String>,
+        body: ContainerCreateBody,
+    ) -> ApiResult<ContainerCreateResponse>;
+    async fn container_list(
+        &self,
+        all: bool,
+        limit: Option<usize>,
+        size: bool,
+        filters: Filters,
+    ) -> ApiResult<Vec<ContainerSummary>>;
+    async fn container_inspect(&self, id_or_name: &str, size: bool)
+        -> ApiResult<ContainerInspectResponse>;
+    /// `NotModified` when already running.
+    async fn container_start(&self, id_or_name: &str) -> ApiResult<()>;
+    /// `NotModified` when not running. `timeout` in seconds (-1 = wait forever).
+    async fn container_stop(
+        &self,
+        id_or_name: &str,
+        signal: Option<String>,
+        timeout: Option<i64>,
+    ) -> ApiResult<()>;
+    async fn container_restart(
+        &self,
+        id_or_name: &str,
+        signal: Option<String>,
+        timeout: Option<i64>,
+    ) -> ApiResult<()>;
+    /// Conflict when not running. Signal by name ("SIGTERM", "TERM", "KILL")
+    /// or number; default SIGKILL.
+    async fn container_kill(&self, id_or_name: &str, signal: Option<String>) -> ApiResult<()>;
+    async fn container_pause(&self, id_or_name: &str) -> ApiResult<()>;
+    async fn container_unpause(&self, id_or_name: &str) -> ApiResult<()>;
+    /// Conflict when running and not `force`.
+    async fn container_remove(&self, id_or_name: &str, force: bool, volumes: bool)
+        -> ApiResult<()>;
+    async fn container_rename(&self, id_or_name: &str, new_name: &str) -> ApiResult<()>;
+    async fn container_update(
+        &self,
+        id_or_name: &str,
+        body: ContainerUpdateBody,
+    ) -> ApiResult<ContainerUpdateResponse>;
+    /// The outer result fails at once (unknown container); the inner future
+    /// resolves to the exit code when the condition is met. The HTTP layer
+    /// sends the 200 headers before awaiting it.
+    async fn container_wait(
+        &self,
+        id_or_name: &str,
+        condition: WaitCondition,
+    ) -> ApiResult<BoxFuture<'static, ApiResult<i64>>>;
+    async fn container_top(&self, id_or_name: &str, ps_args: Option<String>)
+        -> ApiResult<ContainerTopResponse>;
+    /// `stream=false` yields exactly one item. Stats need two samples for CPU
+    /// percentages: fill `precpu_stats` (the first item of a stream may have
+    /// an empty one unless `one_shot` is false, Docker-style).
+    async fn container_stats(
+        &self,
+        id_or_name: &str,
+        stream: bool,
+        one_shot: bool,
+    ) -> ApiResult<BoxStream<ContainerStatsResponse>>;
+    async fn container_logs(&self, id_or_name: &str, opts: LogsOptions) -> ApiResult<LogsStream>;
+    /// Allowed on created (not yet started) containers: stdin written before
+    /// start is buffered and delivered once the process runs.
+    async fn container_attach(&self, id_or_name: &str, opts: AttachOptions)
+        -> ApiResult<AttachStreams>;
+    async fn container_resize(&self, id_or_name: &str, height: u16, width: u16) -> ApiResult<()>;
+    /// `GET /containers/{id}/archive?path=`: a tar stream of the path.
+    async fn container_archive_get(
+        &self,
+        id_or_name: &str,
+        path: &str,
+    ) -> ApiResult<(PathStat, BoxStream<std::io::Result<Bytes>>)>;
+    async fn container_archive_stat(&self, id_or_name: &str, path: &str) -> ApiResult<PathStat>;
+    /// `PUT /containers/{id}/archive?path=`: extract the tar body into path.
+    async fn container_archive_put(
+        &self,
+        id_or_name: &str,
+        path: &str,
+        no_overwrite_dir_non_dir: bool,
+        copy_uid_gid: bool,
+        body: BoxStream<std::io::Result<Bytes>>,
+    ) -> ApiResult<()>;
+    async fn container_prune(&self, filters: Filters) -> ApiResult<ContainerPruneResponse>;
+
+    async fn exec_create(&self, id_or_name: &str, config: ExecConfig) -> ApiResult<IdResponse>;
+    /// With `Detach` the process is started and `None` returned; otherwise
+    /// its live stdio (the process starts when this returns, so no output is
+    /// lost).
+    async fn exec_start(&self, exec_id: &str, config: ExecStartConfig)
+        -> ApiResult<Option<AttachStreams>>;
+    async fn exec_resize(&self, exec_id: &str, height: u16, width: u16) -> ApiResult<()>;
+    async fn exec_inspect(&self, exec_id: &str) -> ApiResult<ExecInspectResponse>;
+}
+
+#[async_trait]
+pub trait ImageBackend: Send + Sync + 'static {
+    /// Import a rootfs tarball (plain or gzip) read from `body`. Returns the
+    /// new image ID (`sha256:...`). A corrupt tarball is a 400 and leaves
+    /// nothing behind.
+    async fn image_import(
+        &self,
+        opts: ImportOptions,
+        body: BoxStream<std::io::Result<Bytes>>,
+    ) -> ApiResult<String>;
+    async fn image_list(&self, all: bool, filters: Filters, digests: bool)
+        -> ApiResult<Vec<ImageSummary>>;
+    async fn image_inspect(&self, name: &str) -> ApiResult<ImageInspect>;
+    async fn image_history(&self, name: &str) -> ApiResult<Vec<ImageHistoryResponseItem>>;
+    async fn image_tag(&self, name: &str, repo: &str, tag: Option<&str>) -> ApiResult<()>;
+    /// Refuses (409) images that a container uses unless `force`; the backend
+    /// asks its [`ImageUsers`].
+    async fn image_remove(&self, name: &str, force: bool, noprune: bool)
+        -> ApiResult<Vec<ImageDeleteResponseItem>>;
+    async fn image_prune(&self, filters: Filters) -> ApiResult<ImagePruneResponse>;
+}
+
+/// Implemented by the engine and given to the image store, so `rmi` and
+/// `image prune` can refuse or skip images that containers use.
+pub trait ImageUsers: Send + Sync + 'static {
+    /// IDs (full, `sha256:...`) of images that some container references.
+    fn images_in_use(&self) -> std::collections::HashSet<String>;
+}
+
+#[async_trait]
+pub trait VolumeBackend: Send + Sync + 'static {
+    async fn volume_create(&self, req: VolumeCreateRequest) -> ApiResult<Volume>;
+    async fn volume_list(&self, filters: Filters) -> ApiResult<VolumeListResponse>;
+    async fn volume_inspect(&self, name: &str) -> ApiResult<Volume>;
+    async fn volume_remove(&self, name: &str, force: bool) -> ApiResult<()>;
+    async fn volume_prune(&self, filters: Filters) -> ApiResult<VolumePruneResponse>;
+}
+
+#[async_trait]
+pub trait SystemBackend: Send + Sync + 'static {
+    async fn version(&self) -> ApiResult<SystemVersion>;
+    async fn info(&self) -> ApiResult<SystemInfo>;
+    async fn system_df(&self) -> ApiResult<SystemDataUsageResponse>;
+    /// Past events in [since, until] from the engine's ring buffer, then (when
+    /// `until` is None) live ones; filtered by `filters` (type, event/action,
+    /// container, image, volume, label).
+    async fn events(
+        &self,
+        since: Option<i64>,
+        until: Option<i64>,
+        filters: Filters,
+    ) -> ApiResult<BoxStream<EventMessage>>;
+}
+
+/// Everything the HTTP layer serves.
+#[derive(Clone)]
+pub struct Backends {
+    pub containers: std::sync::Arc<dyn ContainerBackend>,
+    pub images: std::sync::Arc<dyn ImageBackend>,
+    pub volumes: std::sync::Arc<dyn VolumeBackend>,
+    pub system: std::sync::Arc<dyn SystemBackend>,
+}
