@@ -1,0 +1,238 @@
+//! `shibafu daemon`: wires the image store, the engine and the API server
+//! together and serves until SIGTERM/SIGINT. Containers are not stopped on
+//! shutdown: their supervisors keep them running and the next daemon
+//! re-adopts them (Docker's "live restore", always on).
+
+use std::ffi::OsString;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::config::{self, Config};
+
+/// Flags mirror dockerd's; each overrides the config file.
+#[derive(Debug, Parser)]
+#[command(name = "shibafu daemon", about = "Run the shibafu daemon (Docker Engine API on a unix socket)")]
+struct DaemonArgs {
+    /// Socket to serve the API on (unix:///PATH) [default: unix:///run/shibafu.sock]
+    #[arg(short = 'H', long = "host")]
+    host: Option<String>,
+    /// Persistent state: images, containers, volumes [default: /var/lib/shibafu]
+    #[arg(long = "data-root")]
+    data_root: Option<PathBuf>,
+    /// Volatile state: sockets, runtime state [default: /run/shibafu]
+    #[arg(long = "exec-root")]
+    exec_root: Option<PathBuf>,
+    /// YAML config file (daemon, runtime, logging sections)
+    #[arg(long = "config-file")]
+    config_file: Option<PathBuf>,
+    /// Log filter: error, warn, info, debug, trace, or tracing directives
+    #[arg(short = 'l', long = "log-level")]
+    log_level: Option<String>,
+    /// Log format: text or json
+    #[arg(long = "log-format")]
+    log_format: Option<String>,
+    /// Check the configuration and exit
+    #[arg(long = "validate")]
+    validate: bool,
+}
+
+pub fn main(argv: &[OsString]) -> i32 {
+    // argv[0] = program, argv[1] = "daemon".
+    let args = match DaemonArgs::try_parse_from(argv[1..].iter()) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let cfg = match resolve_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shibafu daemon: {e:#}");
+            return 1;
+        }
+    };
+    if args.validate {
+        println!("configuration OK");
+        return 0;
+    }
+    init_tracing(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("shibafu-daemon")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shibafu daemon: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("shibafu daemon: {e:#}");
+            1
+        }
+    }
+}
+
+fn resolve_config(args: &DaemonArgs) -> Result<Config> {
+    let mut cfg = match &args.config_file {
+        Some(p) => Config::load(p)?,
+        None => {
+            let default = Path::new("/etc/shibafu/daemon.yaml");
+            if default.exists() {
+                Config::load(default)?
+            } else {
+                Config::default()
+            }
+        }
+    };
+    cfg.apply_env(|k| std::env::var(k).ok());
+    if let Some(h) = &args.host {
+        cfg.daemon.host = h.clone();
+    }
+    if let Some(p) = &args.data_root {
+        cfg.daemon.data_root = absolute(p)?;
+    }
+    if let Some(p) = &args.exec_root {
+        cfg.daemon.exec_root = absolute(p)?;
+    }
+    if let Some(l) = &args.log_level {
+        cfg.logging.level = l.clone();
+    }
+    if let Some(f) = &args.log_format {
+        cfg.logging.format = f.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+fn init_tracing(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&cfg.logging.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.logging.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Creates `dir` (and parents) with `mode` if missing and tightens its mode.
+fn private_dir(dir: &Path, mode: u32) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", dir.display()))
+}
+
+/// Holds an exclusive lock on `<exec-root>/shibafu.pid` for the daemon's
+/// lifetime: two daemons on one exec root would fight over supervisors.
+fn lock_exec_root(exec_root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::Write;
+    let path = exec_root.join("shibafu.pid");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| {
+            anyhow::anyhow!(
+                "another shibafu daemon is running with exec root {} ({e})",
+                exec_root.display()
+            )
+        })?;
+    lock.set_len(0)?;
+    write!(lock, "{}", std::process::id())?;
+    Ok(lock)
+}
+
+async fn run(cfg: Config) -> Result<()> {
+    let data_root = cfg.daemon.data_root.clone();
+    let exec_root = cfg.daemon.exec_root.clone();
+    let socket = config::socket_path(&cfg.daemon.host)?;
+    private_dir(&data_root, 0o710)?;
+    private_dir(&exec_root, 0o700)?;
+    let _lock = lock_exec_root(&exec_root)?;
+
+    let exe = std::env::current_exe().context("cannot find the shibafu binary")?;
+    let images = Arc::new(
+        shibafu_image::ImageStore::open(&data_root.join("image"))
+            .context("cannot open the image store")?,
+    );
+    let engine_cfg = shibafu_engine::EngineConfig {
+        data_root: data_root.clone(),
+        exec_root: exec_root.clone(),
+        exe,
+        default_log_max_size: cfg
+            .runtime
+            .log_max_size
+            .as_deref()
+            .map(config::parse_size)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        default_log_max_file: cfg.runtime.log_max_file.unwrap_or(1),
+        init_path: cfg.runtime.init_path.clone().or_else(|| {
+            let p = PathBuf::from("/usr/bin/tini-static");
+            p.exists().then_some(p)
+        }),
+    };
+    let engine = shibafu_engine::Engine::new(engine_cfg, images.clone())
+        .await
+        .context("cannot start the engine")?;
+    images.set_users(engine.clone());
+
+    let backends = shibafu_api::Backends {
+        containers: engine.clone(),
+        images: images.clone(),
+        volumes: engine.clone(),
+        system: engine.clone(),
+    };
+    let listener = shibafu_api::server::bind_unix(&socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    tracing::info!(
+        socket = %socket.display(),
+        data_root = %data_root.display(),
+        exec_root = %exec_root.display(),
+        "shibafu daemon ready"
+    );
+    shibafu_api::server::serve(listener, backends, shutdown_signal())
+        .await
+        .context("API server failed")?;
+    tracing::info!("shutting down; containers keep running under their supervisors");
+    engine.shutdown().await;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
