@@ -27,9 +27,9 @@ pub type BoxStream<T> = Pin<Box<dyn Stream<Item = T> + Send + 'static>>;
 /// codes and its `{"message": ...}` body.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 404. The message must name the missing object, Docker-style:
-    /// "No such container: web", "No such image: busybox:latest"
-    /// (docker-py needs "No such image" to raise `ImageNotFound`).
+    /// Not found (404). The message must name the missing object, e.g.
+    /// "No such container: web" or "No such image: busybox:latest";
+    /// docker-py needs "No such image" to raise `ImageNotFound`.
     #[error("{0}")]
     NotFound(String),
     /// 409: name in use, container running, image in use, ...
@@ -187,8 +187,11 @@ pub trait ContainerBackend: Send + Sync + 'static {
         size: bool,
         filters: Filters,
     ) -> ApiResult<Vec<ContainerSummary>>;
-    async fn container_inspect(&self, id_or_name: &str, size: bool)
-        -> ApiResult<ContainerInspectResponse>;
+    async fn container_inspect(
+        &self,
+        id_or_name: &str,
+        size: bool,
+    ) -> ApiResult<ContainerInspectResponse>;
     /// `NotModified` when already running.
     async fn container_start(&self, id_or_name: &str) -> ApiResult<()>;
     /// `NotModified` when not running. `timeout` in seconds (-1 = wait forever).
@@ -226,8 +229,11 @@ pub trait ContainerBackend: Send + Sync + 'static {
         id_or_name: &str,
         condition: WaitCondition,
     ) -> ApiResult<BoxFuture<'static, ApiResult<i64>>>;
-    async fn container_top(&self, id_or_name: &str, ps_args: Option<String>)
-        -> ApiResult<ContainerTopResponse>;
+    async fn container_top(
+        &self,
+        id_or_name: &str,
+        ps_args: Option<String>,
+    ) -> ApiResult<ContainerTopResponse>;
     /// `stream=false` yields exactly one item. Stats need two samples for CPU
     /// percentages: fill `precpu_stats` (the first item of a stream may have
     /// an empty one unless `one_shot` is false, Docker-style).
@@ -240,8 +246,11 @@ pub trait ContainerBackend: Send + Sync + 'static {
     async fn container_logs(&self, id_or_name: &str, opts: LogsOptions) -> ApiResult<LogsStream>;
     /// Allowed on created (not yet started) containers: stdin written before
     /// start is buffered and delivered once the process runs.
-    async fn container_attach(&self, id_or_name: &str, opts: AttachOptions)
-        -> ApiResult<AttachStreams>;
+    async fn container_attach(
+        &self,
+        id_or_name: &str,
+        opts: AttachOptions,
+    ) -> ApiResult<AttachStreams>;
     async fn container_resize(&self, id_or_name: &str, height: u16, width: u16) -> ApiResult<()>;
     /// `GET /containers/{id}/archive?path=`: a tar stream of the path.
     async fn container_archive_get(
@@ -265,8 +274,11 @@ pub trait ContainerBackend: Send + Sync + 'static {
     /// With `Detach` the process is started and `None` returned; otherwise
     /// its live stdio (the process starts when this returns, so no output is
     /// lost).
-    async fn exec_start(&self, exec_id: &str, config: ExecStartConfig)
-        -> ApiResult<Option<AttachStreams>>;
+    async fn exec_start(
+        &self,
+        exec_id: &str,
+        config: ExecStartConfig,
+    ) -> ApiResult<Option<AttachStreams>>;
     async fn exec_resize(&self, exec_id: &str, height: u16, width: u16) -> ApiResult<()>;
     async fn exec_inspect(&self, exec_id: &str) -> ApiResult<ExecInspectResponse>;
 }
@@ -281,15 +293,23 @@ pub trait ImageBackend: Send + Sync + 'static {
         opts: ImportOptions,
         body: BoxStream<std::io::Result<Bytes>>,
     ) -> ApiResult<String>;
-    async fn image_list(&self, all: bool, filters: Filters, digests: bool)
-        -> ApiResult<Vec<ImageSummary>>;
+    async fn image_list(
+        &self,
+        all: bool,
+        filters: Filters,
+        digests: bool,
+    ) -> ApiResult<Vec<ImageSummary>>;
     async fn image_inspect(&self, name: &str) -> ApiResult<ImageInspect>;
     async fn image_history(&self, name: &str) -> ApiResult<Vec<ImageHistoryResponseItem>>;
     async fn image_tag(&self, name: &str, repo: &str, tag: Option<&str>) -> ApiResult<()>;
     /// Refuses (409) images that a container uses unless `force`; the backend
     /// asks its [`ImageUsers`].
-    async fn image_remove(&self, name: &str, force: bool, noprune: bool)
-        -> ApiResult<Vec<ImageDeleteResponseItem>>;
+    async fn image_remove(
+        &self,
+        name: &str,
+        force: bool,
+        noprune: bool,
+    ) -> ApiResult<Vec<ImageDeleteResponseItem>>;
     async fn image_prune(&self, filters: Filters) -> ApiResult<ImagePruneResponse>;
 }
 
