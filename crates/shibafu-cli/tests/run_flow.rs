@@ -1,0 +1,369 @@
+//! Drives whole commands against a tiny fake Docker API on a unix socket: the order of
+//! requests in an attached `run` (attach -> wait -> start), output demultiplexing, and
+//! the exit codes docker would give.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use shibafu_cli::cli::Cli;
+use shibafu_cli::client::Client;
+use shibafu_cli::stdcopy::frame;
+use shibafu_cli::Ctx;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+type Body = UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+#[derive(Default)]
+struct Fake {
+    log: Mutex<Vec<String>>,
+    bodies: Mutex<Vec<String>>,
+    started: Notify,
+    output_done: Notify,
+}
+
+fn full(status: u16, body: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())).boxed_unsync())
+        .unwrap()
+}
+
+async fn handle(
+    fake: Arc<Fake>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    fake.log
+        .lock()
+        .unwrap()
+        .push(format!("{} {}", req.method(), pq));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let body_s = String::from_utf8_lossy(&body).to_string();
+    fake.bodies.lock().unwrap().push(body_s.clone());
+    let resp = match path.as_str() {
+        "/containers/create" => {
+            if body_s.contains("\"Image\":\"missing\"") {
+                full(404, r#"{"message":"No such image: missing:latest"}"#)
+            } else {
+                full(201, r#"{"Id":"c0ffee0000000000000000000000000000000000000000000000000000000000","Warnings":[]}"#)
+            }
+        }
+        "/images/create" => full(200, "{\"status\":\"Pulling from library/missing\"}\n{\"errorDetail\":{\"message\":\"pull access denied for missing\"},\"error\":\"pull access denied for missing\"}\n"),
+        p if p.ends_with("/attach") => {
+            let f = fake.clone();
+            let with_stdin = pq.contains("stdin=1");
+            tokio::spawn(async move {
+                let up = on_upgrade.await.expect("upgrade");
+                let mut io = TokioIo::new(up);
+                if with_stdin {
+                    // Echo the client's stdin once it half-closes (like `cat`).
+                    let mut input = Vec::new();
+                    tokio::io::AsyncReadExt::read_to_end(&mut io, &mut input).await.unwrap();
+                    f.started.notified().await;
+                    io.write_all(&frame(1, &input)).await.unwrap();
+                    io.shutdown().await.unwrap();
+                    f.output_done.notify_one();
+                    return;
+                }
+                f.started.notified().await;
+                io.write_all(&frame(1, b"hello\n")).await.unwrap();
+                io.write_all(&frame(2, b"warn\n")).await.unwrap();
+                io.shutdown().await.unwrap();
+                f.output_done.notify_one();
+            });
+            Response::builder()
+                .status(101)
+                .header("Connection", "Upgrade")
+                .header("Upgrade", "tcp")
+                .header("Content-Type", "application/vnd.docker.multiplexed-stream")
+                .body(Full::new(Bytes::new()).boxed_unsync())
+                .unwrap()
+        }
+        p if p.ends_with("/wait") => {
+            let f = fake.clone();
+            let s = futures::stream::once(async move {
+                f.output_done.notified().await;
+                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"{\"StatusCode\":3}")))
+            });
+            Response::builder().status(200).header("Content-Type", "application/json").body(StreamBody::new(s).boxed_unsync()).unwrap()
+        }
+        p if p.ends_with("/start") && p.starts_with("/containers/") => {
+            if fake.bodies.lock().unwrap().iter().any(|b| b.contains("nope")) {
+                full(400, r#"{"message":"failed to start: exec: \"nope\": executable file not found in $PATH"}"#)
+            } else {
+                fake.started.notify_one();
+                Response::builder().status(204).body(Full::new(Bytes::new()).boxed_unsync()).unwrap()
+            }
+        }
+        p if p.ends_with("/exec") => full(201, r#"{"Id":"e1"}"#),
+        "/exec/e1/start" => {
+            tokio::spawn(async move {
+                let up = on_upgrade.await.expect("upgrade");
+                let mut io = TokioIo::new(up);
+                io.write_all(&frame(1, b"in exec\n")).await.unwrap();
+                io.shutdown().await.unwrap();
+            });
+            Response::builder().status(101).header("Connection", "Upgrade").header("Upgrade", "tcp").body(Full::new(Bytes::new()).boxed_unsync()).unwrap()
+        }
+        "/exec/e1/json" => full(200, r#"{"ID":"e1","Running":false,"ExitCode":7}"#),
+        "/containers/gone/stop" => full(404, r#"{"message":"No such container: gone"}"#),
+        p if p.ends_with("/stop") => Response::builder().status(204).body(Full::new(Bytes::new()).boxed_unsync()).unwrap(),
+        _ => full(404, r#"{"message":"page not found"}"#),
+    };
+    Ok(resp)
+}
+
+/// Starts the fake on a fresh socket; returns its state and the socket path.
+async fn start_fake() -> (Arc<Fake>, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("fake.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let fake = Arc::new(Fake::default());
+    let f = fake.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let f = f.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| handle(f.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    (fake, dir, format!("unix://{}", sock.display()))
+}
+
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+impl Buf {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+async fn run_cli(host: &str, args: &[&str]) -> (i32, String, String) {
+    run_cli_stdin(host, args, None).await
+}
+
+async fn run_cli_stdin(
+    host: &str,
+    args: &[&str],
+    stdin: Option<&'static [u8]>,
+) -> (i32, String, String) {
+    let mut argv = vec!["shibafu"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).unwrap();
+    let (out, err) = (Buf::default(), Buf::default());
+    let input = stdin.map(|b| Box::new(b) as Box<dyn tokio::io::AsyncRead + Send + Unpin>);
+    let ctx = Ctx::with_io(
+        Client::new(host, false).unwrap(),
+        Box::new(out.clone()),
+        Box::new(err.clone()),
+        input,
+    );
+    let code = shibafu_cli::execute(cli.cmd.unwrap(), &ctx).await;
+    (code, out.text(), err.text())
+}
+
+fn paths(fake: &Fake) -> Vec<String> {
+    fake.log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.split('?').next().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn attached_run_orders_attach_wait_start_and_returns_exit_code() {
+    let (fake, _dir, host) = start_fake().await;
+    let (code, out, err) = run_cli(&host, &["run", "--rm", "busybox", "echo", "hi"]).await;
+    assert_eq!(code, 3, "stderr: {err}");
+    assert_eq!(out, "hello\n");
+    assert_eq!(err, "warn\n");
+    let p = paths(&fake);
+    let id = "c0ffee0000000000000000000000000000000000000000000000000000000000";
+    assert_eq!(
+        p,
+        vec![
+            "POST /containers/create".to_string(),
+            format!("POST /containers/{id}/attach"),
+            format!("POST /containers/{id}/wait"),
+            format!("POST /containers/{id}/start"),
+        ]
+    );
+    let log = fake.log.lock().unwrap().clone();
+    assert!(
+        log[1].contains("stream=1") && log[1].contains("stdout=1") && log[1].contains("stdin=0"),
+        "{}",
+        log[1]
+    );
+    assert!(log[2].ends_with("condition=removed"), "{}", log[2]);
+    let create_body: serde_json::Value =
+        serde_json::from_str(&fake.bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(create_body["HostConfig"]["AutoRemove"], true);
+    assert_eq!(create_body["Cmd"], serde_json::json!(["echo", "hi"]));
+}
+
+#[tokio::test]
+async fn detached_run_prints_id_without_attaching() {
+    let (fake, _dir, host) = start_fake().await;
+    let (code, out, _) = run_cli(&host, &["run", "-d", "busybox"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out.trim().len(), 64);
+    let p = paths(&fake);
+    assert_eq!(p.len(), 2);
+    assert!(p[1].ends_with("/start"));
+}
+
+#[tokio::test]
+async fn missing_image_tries_pull_and_exits_125() {
+    let (fake, _dir, host) = start_fake().await;
+    let (code, _, err) = run_cli(&host, &["run", "missing"]).await;
+    assert_eq!(code, 125);
+    assert!(
+        err.contains("Unable to find image 'missing:latest' locally"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Error response from daemon: pull access denied for missing"),
+        "{err}"
+    );
+    let log = fake.log.lock().unwrap().clone();
+    assert!(
+        log[1].starts_with("POST /images/create?fromImage=missing&tag=latest"),
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn start_failure_maps_to_127() {
+    let (_fake, _dir, host) = start_fake().await;
+    let (code, _, err) = run_cli(&host, &["run", "-d", "busybox", "nope"]).await;
+    assert_eq!(code, 127);
+    assert!(err.contains("executable file not found"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_flag_value_exits_125_before_any_request() {
+    let (fake, _dir, host) = start_fake().await;
+    let (code, _, err) = run_cli(&host, &["run", "-m", "12q", "busybox"]).await;
+    assert_eq!(code, 125);
+    assert!(
+        err.contains("invalid argument \"12q\" for \"-m, --memory\" flag: invalid size: '12q'"),
+        "{err}"
+    );
+    assert!(fake.log.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn exec_returns_the_exec_exit_code() {
+    let (fake, _dir, host) = start_fake().await;
+    let (code, out, _) = run_cli(&host, &["exec", "web", "sh", "-c", "exit 7"]).await;
+    assert_eq!(code, 7);
+    assert_eq!(out, "in exec\n");
+    let p = paths(&fake);
+    assert_eq!(
+        p,
+        vec![
+            "POST /containers/web/exec",
+            "POST /exec/e1/start",
+            "GET /exec/e1/json"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn multi_container_stop_reports_each_failure() {
+    let (_fake, _dir, host) = start_fake().await;
+    let (code, out, err) = run_cli(&host, &["stop", "a", "gone", "b"]).await;
+    assert_eq!(code, 1);
+    assert_eq!(out, "a\nb\n");
+    assert_eq!(err, "Error response from daemon: No such container: gone\n");
+}
+
+#[tokio::test]
+async fn unreachable_daemon_message() {
+    let (code, _, err) = run_cli("unix:///nonexistent/shibafu.sock", &["ps"]).await;
+    assert_eq!(code, 1);
+    assert_eq!(err, "Cannot connect to the shibafu daemon at unix:///nonexistent/shibafu.sock. Is the daemon running?\n");
+}
+
+#[tokio::test]
+async fn interactive_run_forwards_stdin_and_half_closes() {
+    let (fake, _dir, host) = start_fake().await;
+    let (code, out, err) = run_cli_stdin(
+        &host,
+        &["run", "-i", "busybox", "cat"],
+        Some(b"piped input\n"),
+    )
+    .await;
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(out, "piped input\n");
+    let log = fake.log.lock().unwrap().clone();
+    assert!(log[1].contains("stdin=1"), "{}", log[1]);
+    assert!(log[2].ends_with("condition=next-exit"), "{}", log[2]);
+    let create_body: serde_json::Value =
+        serde_json::from_str(&fake.bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(create_body["OpenStdin"], true);
+    assert_eq!(create_body["StdinOnce"], true);
+    assert_eq!(create_body["AttachStdin"], true);
+}
+
+#[test]
+fn top_level_help_lists_daemon() {
+    let err = Cli::try_parse_from(["shibafu", "--help"]).unwrap_err();
+    let help = err.to_string();
+    assert!(help.contains("daemon"), "{help}");
+    assert!(
+        help.contains("run the shibafu daemon (see shibafu daemon --help)"),
+        "{help}"
+    );
+    for cmd in ["run", "ps", "images", "volume", "cp", "events"] {
+        assert!(help.contains(cmd), "{cmd} missing from help");
+    }
+}
+
+#[test]
+fn version_flag_and_exit_codes_for_usage_errors() {
+    assert_eq!(shibafu_cli::main(vec!["shibafu".into(), "-v".into()]), 0);
+    assert_eq!(
+        shibafu_cli::main(vec!["shibafu".into(), "ps".into(), "--bogus".into()]),
+        125
+    );
+    assert_eq!(
+        shibafu_cli::main(vec!["shibafu".into(), "run".into(), "--help".into()]),
+        0
+    );
+}
