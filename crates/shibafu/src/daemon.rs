@@ -201,8 +201,7 @@ async fn run(cfg: Config) -> Result<()> {
     };
     let engine = shibafu_engine::Engine::new(engine_cfg, images.clone())
         .await
-        .context("cannot start the engine")?;
-    images.set_users(engine.clone());
+        .context("cannot start the engine")?; // registers itself as the images' user
 
     let backends = shibafu_api::Backends {
         containers: engine.clone(),
