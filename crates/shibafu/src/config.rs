@@ -182,9 +182,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some((i, 'g')) => (&t[..i], 1 << 30),
         _ => (t, 1),
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected a number with an optional k/m/g suffix"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid size {s:?}: expected a number with an optional k/m/g suffix")
+    })?;
     if n == 0 {
         return Err(format!("invalid size {s:?}: must be greater than 0"));
     }
@@ -207,8 +207,8 @@ mod tests {
 
     #[test]
     fn file_overrides_defaults_and_unknown_keys_are_refused() {
-        let c = Config::parse("daemon:\n  data_root: /tmp/x\nruntime:\n  log_max_size: 10m\n")
-            .unwrap();
+        let c =
+            Config::parse("daemon:\n  data_root: /tmp/x\nruntime:\n  log_max_size: 10m\n").unwrap();
         assert_eq!(c.daemon.data_root, PathBuf::from("/tmp/x"));
         assert_eq!(c.daemon.exec_root, PathBuf::from("/run/shibafu"));
         c.validate().unwrap();
@@ -227,7 +227,11 @@ mod tests {
     fn validation_names_the_bad_key() {
         let mut c = Config::default();
         c.daemon.data_root = "relative".into();
-        assert!(c.validate().unwrap_err().to_string().contains("daemon.data_root"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("daemon.data_root"));
         let mut c = Config::default();
         c.runtime.log_max_size = Some("12q".into());
         assert!(c.validate().unwrap_err().to_string().contains("12q"));

@@ -15,7 +15,10 @@ use crate::config::{self, Config};
 
 /// Flags mirror dockerd's; each overrides the config file.
 #[derive(Debug, Parser)]
-#[command(name = "shibafu daemon", about = "Run the shibafu daemon (Docker Engine API on a unix socket)")]
+#[command(
+    name = "shibafu daemon",
+    about = "Run the shibafu daemon (Docker Engine API on a unix socket)"
+)]
 struct DaemonArgs {
     /// Socket to serve the API on (unix:///PATH) [default: unix:///run/shibafu.sock]
     #[arg(short = 'H', long = "host")]
