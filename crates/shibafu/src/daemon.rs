@@ -208,7 +208,10 @@ async fn run(cfg: Config) -> Result<()> {
 
     let backends = shibafu_api::Backends {
         containers: engine.clone(),
-        images: images.clone(),
+        images: Arc::new(crate::image_events::EventingImages {
+            inner: images.clone(),
+            sink: engine.clone(),
+        }),
         volumes: engine.clone(),
         system: engine.clone(),
     };

@@ -4,6 +4,7 @@
 
 mod config;
 mod daemon;
+mod image_events;
 
 use std::ffi::OsString;
 
