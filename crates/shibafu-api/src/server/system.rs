@@ -9,7 +9,7 @@ use futures::StreamExt;
 use super::error::{json_response, HttpResult, JSON};
 use super::query::Query;
 use super::{API_VERSION, MIN_API_VERSION};
-use crate::backend::Backends;
+use crate::backend::{ApiError, Backends};
 use bollard_stubs::models::{SystemVersion, SystemVersionComponents};
 
 /// Every docker CLI command starts with `HEAD /_ping` and reads these
@@ -55,8 +55,75 @@ pub(crate) async fn info(State(b): State<Backends>) -> HttpResult {
     Ok(json_response(StatusCode::OK, &b.system.info().await?))
 }
 
+/// Adds the pre-1.22 `status`/`id`/`from` fields that older SDK code still
+/// reads from container and image events (dockerd sends them too).
+fn legacy_event_fields(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    let Some(m) = v.as_object_mut() else { return };
+    if !matches!(
+        m.get("Type").and_then(Value::as_str),
+        Some("container" | "image")
+    ) {
+        return;
+    }
+    let action = m.get("Action").cloned();
+    let actor = m.get("Actor").cloned().unwrap_or(Value::Null);
+    if let Some(a) = action {
+        m.insert("status".into(), a);
+    }
+    if let Some(id) = actor.get("ID") {
+        m.insert("id".into(), id.clone());
+    }
+    if let Some(from) = actor.get("Attributes").and_then(|a| a.get("image")) {
+        m.insert("from".into(), from.clone());
+    }
+}
+
+/// API 1.52's `*Usage` objects plus the pre-1.52 fields (`LayersSize`,
+/// `Images`, `Containers`, `Volumes`, `BuildCache`) that docker CLI 28 and
+/// docker-py read for `system df`.
 pub(crate) async fn df(State(b): State<Backends>) -> HttpResult {
-    Ok(json_response(StatusCode::OK, &b.system.system_df().await?))
+    let usage = b.system.system_df().await?;
+    let images = b
+        .images
+        .image_list(false, Default::default(), false)
+        .await?;
+    let mut v = serde_json::to_value(&usage).map_err(|e| ApiError::Internal(e.to_string()))?;
+    legacy_df(&mut v, images);
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+fn legacy_df(v: &mut serde_json::Value, images: Vec<bollard_stubs::models::ImageSummary>) {
+    use serde_json::{json, Value};
+    let items = |key: &str| v.get(key).and_then(|u| u.get("Items")).cloned();
+    let containers = items("ContainerUsage").unwrap_or_else(|| json!([]));
+    let volumes = items("VolumeUsage").unwrap_or_else(|| json!([]));
+    let layers_size = v
+        .get("ImageUsage")
+        .and_then(|u| u.get("TotalSize"))
+        .cloned()
+        .unwrap_or(json!(0));
+    let users = |id: &str| {
+        containers.as_array().map_or(0, |cs| {
+            cs.iter()
+                .filter(|c| c.get("ImageID").and_then(Value::as_str) == Some(id))
+                .count() as i64
+        })
+    };
+    let images: Vec<Value> = images
+        .into_iter()
+        .map(|mut i| {
+            i.containers = users(&i.id);
+            serde_json::to_value(i).unwrap_or(Value::Null)
+        })
+        .collect();
+    if let Value::Object(m) = v {
+        m.insert("LayersSize".into(), layers_size);
+        m.insert("Images".into(), Value::Array(images));
+        m.insert("Containers".into(), containers);
+        m.insert("Volumes".into(), volumes);
+        m.insert("BuildCache".into(), json!([]));
+    }
 }
 
 /// JSON lines, one event each, flushed as they happen; ends at `until`.
@@ -66,7 +133,9 @@ pub(crate) async fn events(State(b): State<Backends>, q: Query) -> HttpResult {
     let filters = q.filters()?;
     let stream = b.system.events(since, until, filters).await?;
     let body = stream.map(|ev| {
-        let mut line = serde_json::to_vec(&ev).map_err(std::io::Error::other)?;
+        let mut v = serde_json::to_value(&ev).map_err(std::io::Error::other)?;
+        legacy_event_fields(&mut v);
+        let mut line = serde_json::to_vec(&v).map_err(std::io::Error::other)?;
         line.push(b'\n');
         Ok::<_, std::io::Error>(bytes::Bytes::from(line))
     });
@@ -114,5 +183,40 @@ fn fill_engine_component(v: &mut SystemVersion) {
         if let Some(value) = value {
             details.entry(key.to_string()).or_insert(value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn container_events_get_legacy_fields() {
+        let mut v = json!({"Type":"container","Action":"start",
+            "Actor":{"ID":"abc","Attributes":{"image":"busybox","name":"web"}}});
+        legacy_event_fields(&mut v);
+        assert_eq!(v["status"], "start");
+        assert_eq!(v["id"], "abc");
+        assert_eq!(v["from"], "busybox");
+        let mut n = json!({"Type":"volume","Action":"create","Actor":{"ID":"v"}});
+        legacy_event_fields(&mut n);
+        assert!(n.get("status").is_none());
+    }
+
+    #[test]
+    fn df_has_the_pre_1_52_fields() {
+        let mut v = json!({"ImageUsage":{"TotalSize":100},
+            "ContainerUsage":{"Items":[{"Id":"c1","ImageID":"sha256:i1"}]},
+            "VolumeUsage":{"Items":[]}});
+        let img = bollard_stubs::models::ImageSummary {
+            id: "sha256:i1".into(),
+            ..Default::default()
+        };
+        legacy_df(&mut v, vec![img]);
+        assert_eq!(v["LayersSize"], 100);
+        assert_eq!(v["Images"][0]["Containers"], 1);
+        assert_eq!(v["Containers"][0]["Id"], "c1");
+        assert_eq!(v["BuildCache"], json!([]));
     }
 }
