@@ -181,7 +181,9 @@ pub fn kill_and_remove(sys: &dyn CgroupSys, paths: &CgroupPaths, timeout: Durati
         }
         if alive == 0 || Instant::now() >= deadline {
             if alive > 0 {
-                errors.push(format!("{alive} processes still alive in the container's cgroups"));
+                errors.push(format!(
+                    "{alive} processes still alive in the container's cgroups"
+                ));
             }
             break;
         }
@@ -236,7 +238,11 @@ mod tests {
         )
         .unwrap();
         assert!(!oom_killed(&paths));
-        std::fs::write(mem.join("memory.oom_control"), "oom_kill_disable 0\noom_kill 2\n").unwrap();
+        std::fs::write(
+            mem.join("memory.oom_control"),
+            "oom_kill_disable 0\noom_kill 2\n",
+        )
+        .unwrap();
         assert!(oom_killed(&paths));
     }
 

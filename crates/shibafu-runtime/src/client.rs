@@ -89,7 +89,8 @@ fn spawn_blocking(
     }
     std::fs::create_dir_all(&dirs.bundle).map_err(cio("creating bundle dir"))?;
     std::fs::create_dir_all(&dirs.run_dir).map_err(cio("creating run dir"))?;
-    let write = |p: PathBuf, v: Vec<u8>| std::fs::write(&p, v).map_err(cio(p.display().to_string()));
+    let write =
+        |p: PathBuf, v: Vec<u8>| std::fs::write(&p, v).map_err(cio(p.display().to_string()));
     write(
         dirs.run_config_file(),
         serde_json::to_vec_pretty(cfg).map_err(|e| ClientError::Protocol(e.to_string()))?,
@@ -243,7 +244,10 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<(u8, V
     }
     let len = u32::from_le_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
     if len > proto::MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too large"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
     }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await?;
@@ -713,15 +717,11 @@ fn cleanup_inner(id: &str, dirs: &SupervisorDirs, rootfs: Option<&Path>) -> Vec<
         .and_then(|d| serde_json::from_slice::<RunConfig>(&d).ok())
         .map(|c| crate::spec::cgroups_path(&c))
         .unwrap_or_else(|| format!("/shibafu/{id}"));
-    let paths = crate::cgroups::cgroup_paths_in(
-        Path::new(crate::cgroups::CGROUP_ROOT),
-        &cgroups_path,
-    );
-    for e in crate::cgroups::kill_and_remove(
-        &crate::cgroups::RealSys,
-        &paths,
-        Duration::from_secs(2),
-    ) {
+    let paths =
+        crate::cgroups::cgroup_paths_in(Path::new(crate::cgroups::CGROUP_ROOT), &cgroups_path);
+    for e in
+        crate::cgroups::kill_and_remove(&crate::cgroups::RealSys, &paths, Duration::from_secs(2))
+    {
         err("cgroups", e);
     }
     let state = dirs.runtime_root.join(id);

@@ -6,6 +6,18 @@
 //! The daemon never calls libcontainer itself (it is multi-threaded and
 //! libcontainer forks with raw `clone3`): every container gets its own small
 //! single-threaded supervisor process, which outlives daemon restarts.
+//!
+//! Engine's view, in order:
+//! 1. [`spawn`]`(current_exe, &run_config, &dirs)`: validates and writes the
+//!    bundle, starts `<exe> supervise ...`, returns when the container is
+//!    *created* (attach networking via `/proc/<container_pid>/ns/net` now).
+//! 2. [`Supervisor::attach`] (optional, before start loses nothing), then
+//!    [`Supervisor::start`].
+//! 3. [`Supervisor::wait`] resolves after exit *and* cleanup (state, cgroups,
+//!    rootfs mount); `exit.json` in the bundle keeps the status.
+//! 4. After a daemon restart: [`Supervisor::connect`]; `Err(Gone)` means
+//!    the supervisor is dead: use [`read_exit_status`], and if there is none
+//!    (it crashed) [`cleanup`].
 
 pub mod cgroups;
 pub mod client;
@@ -28,6 +40,8 @@ pub use client::{
     StdinWriter, Supervisor,
 };
 pub use config::*;
+pub use proto::State as SupervisorState;
+pub use spec::{HostInfo, SpecError};
 
 /// Where one container's supervisor keeps its files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -507,7 +507,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let c = cfg(d.path(), None, 1);
         let mut w = LogWriter::open(&c).unwrap();
-        w.write(OutputStream::Stdout, &vec![b'a'; MAX_PARTIAL + 10]).unwrap();
+        w.write(OutputStream::Stdout, &vec![b'a'; MAX_PARTIAL + 10])
+            .unwrap();
         w.write(OutputStream::Stdout, b"\n").unwrap();
         let all = read_log(&c, &ReadOptions::default());
         assert_eq!(all.len(), 2);

@@ -186,7 +186,14 @@ mod tests {
         for n in ["read", "execve", "arch_prctl", "chroot", "ptrace", "clone"] {
             assert!(allowed.iter().any(|x| x == n), "{n} should be allowed");
         }
-        for n in ["mount", "unshare", "reboot", "set_tls", "riscv_flush_icache", "bpf"] {
+        for n in [
+            "mount",
+            "unshare",
+            "reboot",
+            "set_tls",
+            "riscv_flush_icache",
+            "bpf",
+        ] {
             assert!(!allowed.iter().any(|x| x == n), "{n} should be denied");
         }
         // clone3 returns ENOSYS without CAP_SYS_ADMIN so libcs fall back to clone.

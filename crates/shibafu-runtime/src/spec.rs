@@ -27,7 +27,9 @@ pub const INIT_DEST: &str = "/sbin/docker-init";
 pub enum SpecError {
     #[error("unknown capability: {0:?}")]
     UnknownCapability(String),
-    #[error("capability {0} is not available on this host (it is not in the inherited bounding set)")]
+    #[error(
+        "capability {0} is not available on this host (it is not in the inherited bounding set)"
+    )]
     CapabilityUnavailable(String),
     #[error("{0}")]
     User(#[from] UserError),
@@ -339,9 +341,16 @@ pub fn host_devices(dev: &Path) -> Vec<HostDevice> {
                 continue;
             };
             let ft = md.file_type();
-            let rel = p.strip_prefix(dev).unwrap_or(&p).to_string_lossy().into_owned();
+            let rel = p
+                .strip_prefix(dev)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
             if ft.is_dir() {
-                if !matches!(rel.as_str(), "pts" | "shm" | "mqueue" | ".lxc" | ".lxd-mounts") {
+                if !matches!(
+                    rel.as_str(),
+                    "pts" | "shm" | "mqueue" | ".lxc" | ".lxd-mounts"
+                ) {
                     stack.push(p);
                 }
                 continue;
@@ -435,16 +444,29 @@ fn user_mount(m: &crate::config::MountConfig) -> Result<Value, SpecError> {
     })
 }
 
-fn process_json(
-    args: &[String],
-    env: &[String],
-    cwd: &str,
-    user: &ExecUser,
-    caps: &[String],
+/// The parts of an OCI process.
+struct ProcessParts<'a> {
+    args: &'a [String],
+    env: &'a [String],
+    cwd: &'a str,
+    user: &'a ExecUser,
+    caps: &'a [String],
     tty: bool,
     console_size: Option<(u16, u16)>,
     no_new_privileges: bool,
-) -> Value {
+}
+
+fn process_json(parts: ProcessParts<'_>) -> Value {
+    let ProcessParts {
+        args,
+        env,
+        cwd,
+        user,
+        caps,
+        tty,
+        console_size,
+        no_new_privileges,
+    } = parts;
     let mut p = json!({
         "terminal": tty,
         "user": { "uid": user.uid, "gid": user.gid },
@@ -613,16 +635,17 @@ pub fn build_spec_json(cfg: &RunConfig, host: &HostInfo) -> Result<Value, SpecEr
     }
     linux["resources"] = resources;
 
-    let process = process_json(
-        &effective_args(cfg),
-        &cfg.process.env,
-        &cfg.process.cwd,
-        &user,
-        &caps,
-        cfg.process.tty,
-        cfg.process.console_size,
-        sec.no_new_privileges,
-    );
+    let args = effective_args(cfg);
+    let process = process_json(ProcessParts {
+        args: &args,
+        env: &cfg.process.env,
+        cwd: &cfg.process.cwd,
+        user: &user,
+        caps: &caps,
+        tty: cfg.process.tty,
+        console_size: cfg.process.console_size,
+        no_new_privileges: sec.no_new_privileges,
+    });
     let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": process,
@@ -672,16 +695,16 @@ pub fn exec_process(cfg: &RunConfig, e: &ExecSpec, host: &HostInfo) -> Result<Pr
     } else {
         &e.cwd
     };
-    let v = process_json(
-        &e.args,
-        &env,
+    let v = process_json(ProcessParts {
+        args: &e.args,
+        env: &env,
         cwd,
-        &user,
-        &caps,
-        e.tty,
-        e.console_size,
-        sec.no_new_privileges,
-    );
+        user: &user,
+        caps: &caps,
+        tty: e.tty,
+        console_size: e.console_size,
+        no_new_privileges: sec.no_new_privileges,
+    });
     serde_json::from_value(v).map_err(|e| SpecError::Oci(e.to_string()))
 }
 
@@ -775,11 +798,22 @@ mod tests {
             .collect();
         assert_eq!(
             dests,
-            ["/proc", "/dev", "/dev/pts", "/sys", "/sys/fs/cgroup", "/dev/mqueue", "/dev/shm"]
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/sys",
+                "/sys/fs/cgroup",
+                "/dev/mqueue",
+                "/dev/shm"
+            ]
         );
         let sys = &v["mounts"][3]["options"];
         assert!(sys.as_array().unwrap().contains(&json!("ro")));
-        assert!(v["process"].get("rlimits").is_none(), "rlimits are inherited");
+        assert!(
+            v["process"].get("rlimits").is_none(),
+            "rlimits are inherited"
+        );
         assert!(v["process"].get("noNewPrivileges").is_none());
         assert_eq!(v["root"]["readonly"], false);
         let env = v["process"]["env"].as_array().unwrap();
@@ -821,7 +855,10 @@ mod tests {
         assert!(v["linux"].get("seccomp").is_none());
         assert_eq!(caps_of(&v, "bounding").len(), 40);
         assert_eq!(v["linux"]["devices"][0]["path"], "/dev/kvm");
-        assert_eq!(v["linux"]["resources"]["devices"], json!([{"allow": true, "access": "rwm"}]));
+        assert_eq!(
+            v["linux"]["resources"]["devices"],
+            json!([{"allow": true, "access": "rwm"}])
+        );
         let sys = &v["mounts"][3]["options"];
         assert!(!sys.as_array().unwrap().contains(&json!("ro")));
     }
@@ -870,10 +907,16 @@ mod tests {
         assert!(v["process"]["capabilities"].get("effective").is_none());
         c.process.user = "ghost".into();
         let e = build_spec_json(&c, &host()).unwrap_err().to_string();
-        assert_eq!(e, "unable to find user ghost: no matching entries in passwd file");
+        assert_eq!(
+            e,
+            "unable to find user ghost: no matching entries in passwd file"
+        );
         c.process.user = String::new();
         c.process.args.clear();
-        assert!(matches!(build_spec_json(&c, &host()), Err(SpecError::NoCommand)));
+        assert!(matches!(
+            build_spec_json(&c, &host()),
+            Err(SpecError::NoCommand)
+        ));
     }
 
     #[test]
@@ -934,7 +977,10 @@ mod tests {
         assert_eq!(init["options"], json!(["bind", "ro"]));
         let data = ms.iter().find(|m| m["destination"] == "/data").unwrap();
         assert_eq!(data["options"], json!(["rbind", "rprivate", "ro"]));
-        let shm: Vec<&Value> = ms.iter().filter(|m| m["destination"] == "/dev/shm").collect();
+        let shm: Vec<&Value> = ms
+            .iter()
+            .filter(|m| m["destination"] == "/dev/shm")
+            .collect();
         assert_eq!(shm.len(), 1, "user tmpfs replaces the default /dev/shm");
         assert_eq!(shm[0]["options"], json!(["nosuid", "nodev", "size=1m"]));
 
@@ -955,7 +1001,10 @@ mod tests {
         c.process.console_size = Some((40, 120));
         let v = build_spec_json(&c, &host()).unwrap();
         assert_eq!(v["process"]["terminal"], true);
-        assert_eq!(v["process"]["consoleSize"], json!({"height": 40, "width": 120}));
+        assert_eq!(
+            v["process"]["consoleSize"],
+            json!({"height": 40, "width": 120})
+        );
     }
 
     #[test]

@@ -108,7 +108,9 @@ pub fn main(args: &[String]) -> i32 {
     if let Some(fd) = a.ready_fd {
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
-    let mut ready = a.ready_fd.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+    let mut ready = a
+        .ready_fd
+        .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
     let _ = std::env::set_current_dir("/");
     let report = |ready: &mut Option<std::fs::File>, r: &Ready| {
         if let Some(f) = ready.take() {
@@ -326,7 +328,10 @@ fn exec_error_message(name: &str, errno: nix::errno::Errno) -> ExecFailure {
         nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => {
             (126, format!("exec: {name:?}: permission denied"))
         }
-        other => (126, format!("exec: {name:?}: {}", other.desc().to_lowercase())),
+        other => (
+            126,
+            format!("exec: {name:?}: {}", other.desc().to_lowercase()),
+        ),
     }
 }
 
@@ -492,7 +497,9 @@ fn recv_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
             }
         }
     }
-    Err(io::Error::other("no pty master received on the console socket"))
+    Err(io::Error::other(
+        "no pty master received on the console socket",
+    ))
 }
 
 /// Accepts libcontainer's connection on a console socket and takes the pty
@@ -504,7 +511,9 @@ fn take_pty(listener: &UnixListener) -> io::Result<OwnedFd> {
         revents: 0,
     };
     if unsafe { libc::poll(&mut p, 1, 5000) } <= 0 {
-        return Err(io::Error::other("timed out waiting for the container's pty"));
+        return Err(io::Error::other(
+            "timed out waiting for the container's pty",
+        ));
     }
     let (s, _) = listener.accept()?;
     recv_fd(&s)
@@ -528,8 +537,14 @@ enum Tok {
 enum Role {
     New,
     Waiter,
-    Attach { stdout: bool, stderr: bool, stdin: bool },
-    Exec { pid: i32 },
+    Attach {
+        stdout: bool,
+        stderr: bool,
+        stdin: bool,
+    },
+    Exec {
+        pid: i32,
+    },
     /// Answered; close once the write buffer is flushed.
     Closing,
 }
@@ -992,7 +1007,12 @@ impl Supervisor {
             };
             match sys_read(c.sock.as_raw_fd(), &mut buf) {
                 // Half-close: for streams it means "no more stdin".
-                Ok(0) if matches!(c.role, Role::Attach { .. } | Role::Exec { .. } | Role::Waiter) => {
+                Ok(0)
+                    if matches!(
+                        c.role,
+                        Role::Attach { .. } | Role::Exec { .. } | Role::Waiter
+                    ) =>
+                {
                     c.read_closed = true;
                     self.on_stdin_eof(ci);
                     return;
@@ -1064,11 +1084,9 @@ impl Supervisor {
             return;
         }
         match c.role {
-            Role::Attach { stdin: true, .. } => {
-                if self.stdin.is_some() && !self.stdin_close {
-                    self.stdin_buf.extend_from_slice(data);
-                    self.flush_main_stdin();
-                }
+            Role::Attach { stdin: true, .. } if self.stdin.is_some() && !self.stdin_close => {
+                self.stdin_buf.extend_from_slice(data);
+                self.flush_main_stdin();
             }
             Role::Exec { pid } => {
                 if let Some(ei) = self.execs.iter().position(|e| e.pid == pid) {
@@ -1387,9 +1405,10 @@ impl Supervisor {
         supervisor_signals();
         drop(err_w);
         let _ = std::fs::remove_file(&proc_path);
-        let failure = read_exec_failure(err_r.as_raw_fd(), Duration::from_millis(
-            if built.is_ok() { 2000 } else { 100 },
-        ));
+        let failure = read_exec_failure(
+            err_r.as_raw_fd(),
+            Duration::from_millis(if built.is_ok() { 2000 } else { 100 }),
+        );
         let pid = match built {
             Ok(pid) => pid.as_raw(),
             Err(e) => {
@@ -1745,19 +1764,20 @@ fn shed_memory() {
     let page = 4096usize;
     let mut ranges: Vec<(usize, usize)> = Vec::new();
     let mut cur: Option<(usize, usize, bool, bool)> = None; // start, end, file ro, stack
-    let mut flush = |c: Option<(usize, usize, bool, bool)>, anon: u64, out: &mut Vec<(usize, usize)>| {
-        if let Some((start, end, file_ro, stack)) = c {
-            if file_ro && anon == 0 {
-                out.push((start, end));
-            } else if stack && sp > start + 256 * 1024 {
-                // Keep 256 KiB below the current frame.
-                let hi = (sp - 256 * 1024) & !(page - 1);
-                if hi > start {
-                    out.push((start, hi));
+    let flush =
+        |c: Option<(usize, usize, bool, bool)>, anon: u64, out: &mut Vec<(usize, usize)>| {
+            if let Some((start, end, file_ro, stack)) = c {
+                if file_ro && anon == 0 {
+                    out.push((start, end));
+                } else if stack && sp > start + 256 * 1024 {
+                    // Keep 256 KiB below the current frame.
+                    let hi = (sp - 256 * 1024) & !(page - 1);
+                    if hi > start {
+                        out.push((start, hi));
+                    }
                 }
             }
-        }
-    };
+        };
     let mut anon = 0u64;
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
@@ -1772,10 +1792,8 @@ fn shed_memory() {
             let Some((a, b)) = range.split_once('-') else {
                 continue;
             };
-            let (Ok(start), Ok(end)) = (
-                usize::from_str_radix(a, 16),
-                usize::from_str_radix(b, 16),
-            ) else {
+            let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            else {
                 continue;
             };
             let file_ro = path.starts_with('/') && !perms.contains('w');
@@ -1812,7 +1830,7 @@ pub fn live_supervisor_pid(dirs: &SupervisorDirs) -> Option<i32> {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let run_dir = dirs.run_dir.as_os_str().as_encoded_bytes();
     // Guard against pid reuse: it must be a supervisor of this run dir.
-    if args.iter().any(|a| *a == b"supervise") && args.iter().any(|a| *a == run_dir) {
+    if args.iter().any(|a| *a == b"supervise") && args.contains(&run_dir) {
         Some(pid)
     } else {
         None
@@ -1868,7 +1886,14 @@ mod tests {
     #[test]
     fn args_parse() {
         let a: Vec<String> = [
-            "--bundle", "/b", "--run-dir", "/r", "--runtime-root", "/x", "--ready-fd", "7",
+            "--bundle",
+            "/b",
+            "--run-dir",
+            "/r",
+            "--runtime-root",
+            "/x",
+            "--ready-fd",
+            "7",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -1903,7 +1928,10 @@ mod tests {
         );
         let (r, w) = pipe_cloexec().unwrap();
         drop(w);
-        assert_eq!(read_exec_failure(r.as_raw_fd(), Duration::from_secs(1)), None);
+        assert_eq!(
+            read_exec_failure(r.as_raw_fd(), Duration::from_secs(1)),
+            None
+        );
     }
 }
 

@@ -141,7 +141,7 @@ pub fn resolve_user(
     } else if let Some(name) = user_name {
         out.additional_gids = groups
             .iter()
-            .filter(|g| g.members.iter().any(|m| *m == name))
+            .filter(|g| g.members.contains(&name))
             .map(|g| g.gid)
             .collect();
     }
@@ -288,9 +288,6 @@ mod tests {
         let u = resolve_user_in_rootfs(root, "bob").unwrap();
         assert_eq!((u.uid, u.gid), (7, 8));
         std::os::unix::fs::symlink("../../../../etc/shadow", root.join("etc/group")).unwrap();
-        assert_eq!(
-            resolve_in_root(root, "/etc/group"),
-            root.join("etc/shadow")
-        );
+        assert_eq!(resolve_in_root(root, "/etc/group"), root.join("etc/shadow"));
     }
 }

@@ -151,7 +151,9 @@ fn assert_gone(cfg: &RunConfig, dirs: &SupervisorDirs) {
         !dirs.runtime_root.join(&cfg.id).exists(),
         "libcontainer state left"
     );
-    for c in ["memory", "pids", "cpu", "freezer", "devices", "blkio", "unified"] {
+    for c in [
+        "memory", "pids", "cpu", "freezer", "devices", "blkio", "unified",
+    ] {
         let p = Path::new("/sys/fs/cgroup")
             .join(c)
             .join(cfg.cgroups_path.trim_start_matches('/'));
@@ -169,9 +171,7 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn collect(
-    mut out: shibafu_runtime::OutputRx,
-) -> (String, String) {
+async fn collect(mut out: shibafu_runtime::OutputRx) -> (String, String) {
     let mut o = String::new();
     let mut e = String::new();
     while let Some((s, b)) = out.next().await {
@@ -214,12 +214,21 @@ fn echo_log_exit_codes_and_cleanup() {
         assert!(!st.oom_killed);
         let entries = read_log(&cfg.log, &ReadOptions::default());
         assert_eq!(entries.len(), 2);
-        let out = entries.iter().find(|e| e.stream == OutputStream::Stdout).unwrap();
+        let out = entries
+            .iter()
+            .find(|e| e.stream == OutputStream::Stdout)
+            .unwrap();
         assert_eq!(&out.bytes[..], b"hi\n");
-        let err = entries.iter().find(|e| e.stream == OutputStream::Stderr).unwrap();
+        let err = entries
+            .iter()
+            .find(|e| e.stream == OutputStream::Stderr)
+            .unwrap();
         assert_eq!(&err.bytes[..], b"oops\n");
         let raw = std::fs::read_to_string(&cfg.log.path).unwrap();
-        assert!(raw.contains(r#"{"log":"hi\n","stream":"stdout","time":""#), "{raw}");
+        assert!(
+            raw.contains(r#"{"log":"hi\n","stream":"stdout","time":""#),
+            "{raw}"
+        );
         assert_eq!(shibafu_runtime::read_exit_status(&dirs).unwrap().code, 0);
         assert_gone(&cfg, &dirs);
         // A second waiter after the fact gets the recorded status.
@@ -264,13 +273,17 @@ fn kill_gives_137_and_rootfs_is_unmounted() {
         let dirs = env.dirs(&cfg);
         let sup = spawn(Path::new(EXE), &cfg, &dirs).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        println!("supervisor VmRSS after create: {} KiB", rss_kib(sup.supervisor_pid()));
+        println!(
+            "supervisor VmRSS after create: {} KiB",
+            rss_kib(sup.supervisor_pid())
+        );
         sup.start().await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let rss = rss_kib(sup.supervisor_pid());
         println!("supervisor VmRSS while the container runs: {rss} KiB");
         if std::env::var_os("SHIBAFU_RT_SMAPS").is_some() {
-            let sm = std::fs::read_to_string(format!("/proc/{}/smaps", sup.supervisor_pid())).unwrap();
+            let sm =
+                std::fs::read_to_string(format!("/proc/{}/smaps", sup.supervisor_pid())).unwrap();
             let mut cur = String::new();
             for l in sm.lines() {
                 if l.contains('-') && !l.starts_with(|c: char| c.is_ascii_uppercase()) {
@@ -282,7 +295,11 @@ fn kill_gives_137_and_rootfs_is_unmounted() {
                     }
                 }
             }
-            println!("{}", std::fs::read_to_string(format!("/proc/{}/smaps_rollup", sup.supervisor_pid())).unwrap());
+            println!(
+                "{}",
+                std::fs::read_to_string(format!("/proc/{}/smaps_rollup", sup.supervisor_pid()))
+                    .unwrap()
+            );
         }
         sup.signal(9).await.unwrap();
         let st = sup.wait().await.unwrap();
@@ -475,14 +492,16 @@ fn missing_and_non_executable_commands() {
                 vec!["/bin/nope"],
                 r#"exec: "/bin/nope": stat /bin/nope: no such file or directory"#,
             ),
-            (vec!["/etc/notexec"], r#"exec: "/etc/notexec": permission denied"#),
+            (
+                vec!["/etc/notexec"],
+                r#"exec: "/etc/notexec": permission denied"#,
+            ),
         ] {
             let cfg = env.cfg(&args);
             let dirs = env.dirs(&cfg);
             let err = spawn(Path::new(EXE), &cfg, &dirs)
                 .await
-                .err()
-                .expect("spawn must fail")
+                .expect_err("spawn must fail")
                 .to_string();
             assert!(err.contains(want), "{err}");
             assert_gone(&cfg, &dirs);
@@ -543,13 +562,29 @@ fn supervisor_outlives_its_spawner_and_pause_resume() {
         )
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The spawner is gone; the container keeps running and logging.
     rt().block_on(async {
         let sup = Supervisor::connect(&dirs).await.unwrap();
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", sup.supervisor_pid())).unwrap();
-        let ppid: i32 = stat.rsplit(") ").next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-        assert_ne!(ppid, std::process::id() as i32, "supervisor must not be our child");
+        let ppid: i32 = stat
+            .rsplit(") ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_ne!(
+            ppid,
+            std::process::id() as i32,
+            "supervisor must not be our child"
+        );
         let n0 = log_text(&cfg).len();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let n1 = log_text(&cfg).len();
@@ -647,10 +682,45 @@ fn confinement_defaults() {
         assert!(o.contains(&cfg.hostname), "{o}");
         assert!(o.contains("cg-ok"));
         let nofile = o.trim_end().rsplit('\n').next().unwrap();
-        let host_nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .unwrap()
-            .0;
+        let host_nofile =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .unwrap()
+                .0;
         assert_eq!(nofile, host_nofile.to_string(), "nofile is inherited");
         assert_eq!(sup.wait().await.unwrap().code, 0);
+    });
+}
+
+#[test]
+fn cleanup_after_a_crashed_supervisor() {
+    if !in_namespace("cleanup_after_a_crashed_supervisor") {
+        return;
+    }
+    let env = Env::new();
+    rt().block_on(async {
+        let cfg = env.cfg(&["sleep", "100"]);
+        let dirs = env.dirs(&cfg);
+        let sup = spawn(Path::new(EXE), &cfg, &dirs).await.unwrap();
+        sup.start().await.unwrap();
+        let cpid = sup.container_pid();
+        // The supervisor dies hard; the container is orphaned.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sup.supervisor_pid()),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(matches!(
+            Supervisor::connect(&dirs).await,
+            Err(ClientError::Gone)
+        ));
+        assert!(shibafu_runtime::read_exit_status(&dirs).is_none());
+        assert!(Path::new(&format!("/proc/{cpid}")).exists());
+        let errs = shibafu_runtime::cleanup(&cfg.id, &dirs, &cfg.rootfs);
+        assert!(errs.is_empty(), "{errs:?}");
+        // The orphan is killed (it may linger as a zombie of init).
+        let stat = std::fs::read_to_string(format!("/proc/{cpid}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z "), "{stat}");
+        assert_gone(&cfg, &dirs);
     });
 }
