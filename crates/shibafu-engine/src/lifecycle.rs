@@ -711,6 +711,7 @@ impl Engine {
             },
             stop_signal: rec.stop_signal,
             init: hc.init.unwrap_or(false),
+            init_path: self.cfg.init_path.clone(),
             cgroups_path: format!("/shibafu/{}", rec.id),
             labels,
         }

@@ -28,6 +28,10 @@ pub struct RunConfig {
     pub stop_signal: i32,
     /// Run a tiny init (PID 1 that reaps and forwards signals): `--init`.
     pub init: bool,
+    /// The static init binary for `--init` (the daemon's
+    /// `runtime.init_path`); `None` = Debian's tini-static.
+    #[serde(default)]
+    pub init_path: Option<PathBuf>,
     /// cgroups path given to libcontainer (`linux.cgroupsPath`), e.g.
     /// `/shibafu/<id>`. Always set: see DESIGN-NOTES.
     pub cgroups_path: String,

@@ -578,10 +578,14 @@ pub fn build_spec_json(cfg: &RunConfig, host: &HostInfo) -> Result<Value, SpecEr
     let mut mounts = default_mounts(sec.privileged);
     let mut extra = Vec::new();
     if cfg.init {
-        let tini = host
-            .tini
-            .clone()
-            .ok_or_else(|| SpecError::InitMissing(TINI_PATH.to_string()))?;
+        let tini = match &cfg.init_path {
+            Some(p) if p.is_file() => p.clone(),
+            Some(p) => return Err(SpecError::InitMissing(p.display().to_string())),
+            None => host
+                .tini
+                .clone()
+                .ok_or_else(|| SpecError::InitMissing(TINI_PATH.to_string()))?,
+        };
         extra.push(json!({"destination": INIT_DEST, "type": "bind",
                           "source": tini, "options": ["bind", "ro"]}));
     }
@@ -988,6 +992,18 @@ mod tests {
         h.tini = None;
         let e = build_spec_json(&c, &h).unwrap_err().to_string();
         assert!(e.contains("tini"), "{e}");
+        // A configured init path wins over the detected one, and a missing
+        // one is named in the error.
+        let own = std::env::current_exe().unwrap();
+        c.init_path = Some(own.clone());
+        let v = build_spec_json(&c, &h).unwrap();
+        let ms = v["mounts"].as_array().unwrap();
+        let init = ms.iter().find(|m| m["destination"] == INIT_DEST).unwrap();
+        assert_eq!(init["source"], own.display().to_string());
+        c.init_path = Some("/nonexistent/init".into());
+        let e = build_spec_json(&c, &host()).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/init"), "{e}");
+        c.init_path = None;
         c.mounts[0].destination = "data".into();
         c.init = false;
         assert!(build_spec_json(&c, &host()).is_err());
