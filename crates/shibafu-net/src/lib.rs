@@ -1,0 +1,13 @@
+//! shibafu's networking library: everything a bridge network needs, built
+//! bottom-up so each layer is testable on its own.
+//!
+//! - [`ipam`]: subnets, gateways, address allocation, persisted in redb so
+//!   that allocations survive crashes and can be reconciled against the
+//!   containers that really live.
+//! - [`netlink`]: bridges and veths through rtnetlink, behind a trait.
+//! - [`firewall`]: the nftables ruleset as a pure function of the desired
+//!   state, applied as one `nft -j -f -` batch per change.
+
+pub mod firewall;
+pub mod ipam;
+pub mod netlink;

@@ -1,0 +1,295 @@
+//! Root tests of the firewall with real nftables and real traffic between
+//! namespaces, inside a private network namespace.
+
+mod common;
+
+use std::net::IpAddr;
+use std::process::{Child, Command};
+
+use common::{busybox, enter_private_netns, sh, FakeContainer};
+use ipnet::IpNet;
+use serde_json::Value;
+use shibafu_net::firewall::{
+    DesiredState, Firewall, FirewallConfig, FwNetwork, Nft, PortMapping, Proto,
+    FOREIGN_RULE_COMMENT,
+};
+use shibafu_net::ipam::mac_for;
+use shibafu_net::netlink::{host_veth_name, BridgeSpec, LinkOps, Netlink, Sysctl, VethSpec};
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+async fn attach(nl: &Netlink, c: &FakeContainer, id: &str, bridge: &str, addr: &str, gw: &str) {
+    let a = net(addr);
+    nl.create_veth(&VethSpec {
+        host_name: host_veth_name(id, bridge),
+        bridge: bridge.into(),
+        netns: c.netns(),
+        container_ifname: "eth0".into(),
+        mtu: None,
+        mac: mac_for(a.addr()),
+        addresses: vec![a],
+        default_gateways: vec![ip(gw)],
+    })
+    .await
+    .unwrap();
+}
+
+fn ping(c: &FakeContainer, target: &str) -> bool {
+    c.exec(&[busybox(), "ping", "-c", "1", "-W", "1", target])
+        .status
+        .success()
+}
+
+fn wget_in(c: Option<&FakeContainer>, url: &str) -> String {
+    let args = ["timeout", "3", busybox(), "wget", "-q", "-O", "-", url];
+    let o = match c {
+        Some(c) => c.exec(&args),
+        None => Command::new(args[0]).args(&args[1..]).output().unwrap(),
+    };
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn nat_isolation_publish_and_flush_recovery() {
+    if !enter_private_netns("nat_isolation_publish_and_flush_recovery") {
+        return;
+    }
+    sh("ip link set lo up");
+    let nl = Netlink::new().unwrap();
+    for (br, gw) in [
+        ("sf-a", "10.81.0.1/24"),
+        ("sf-b", "10.82.0.1/24"),
+        ("sf-i", "10.83.0.1/24"),
+    ] {
+        nl.ensure_bridge(&BridgeSpec {
+            name: br.into(),
+            mtu: None,
+            mac: None,
+            addresses: vec![net(gw)],
+        })
+        .await
+        .unwrap();
+    }
+    let sys = Sysctl::default();
+    sys.enable_ipv4_forward().unwrap();
+    sys.enable_route_localnet("sf-a").unwrap();
+
+    let c1 = FakeContainer::start();
+    let c2 = FakeContainer::start();
+    let c3 = FakeContainer::start();
+    let c4 = FakeContainer::start();
+    attach(&nl, &c1, "c1", "sf-a", "10.81.0.2/24", "10.81.0.1").await;
+    attach(&nl, &c2, "c2", "sf-a", "10.81.0.3/24", "10.81.0.1").await;
+    attach(&nl, &c3, "c3", "sf-b", "10.82.0.2/24", "10.82.0.1").await;
+    attach(&nl, &c4, "c4", "sf-i", "10.83.0.2/24", "10.83.0.1").await;
+
+    // "Outside": another host on a link of its own.
+    let ext = FakeContainer::start();
+    let o = sh(&format!(
+        "ip link add ext0 type veth peer name eth0 netns {} && ip addr add 192.0.2.1/24 dev ext0 && ip link set ext0 up",
+        ext.pid()
+    ));
+    assert!(o.status.success(), "{o:?}");
+    for cmd in [
+        "ip addr add 192.0.2.2/24 dev eth0",
+        "ip link set eth0 up",
+        "ip link set lo up",
+        "ip route add default via 192.0.2.1",
+    ] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        assert!(ext.exec(&args).status.success(), "{cmd}");
+    }
+
+    // The host has a FORWARD policy drop (as with Docker or iptables-nft).
+    let o = sh("nft 'add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }'");
+    assert!(o.status.success(), "{o:?}");
+
+    // Web server in c1.
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "hello-shibafu\n").unwrap();
+    let _srv = Server(
+        Command::new("nsenter")
+            .arg(format!("--net={}", c1.netns().display()))
+            .args(["--", busybox(), "httpd", "-f", "-p", "80", "-h"])
+            .arg(www.path())
+            .spawn()
+            .unwrap(),
+    );
+
+    let state = DesiredState {
+        networks: vec![
+            FwNetwork {
+                bridge: "sf-a".into(),
+                subnets: vec![net("10.81.0.0/24")],
+                internal: false,
+            },
+            FwNetwork {
+                bridge: "sf-b".into(),
+                subnets: vec![net("10.82.0.0/24")],
+                internal: false,
+            },
+            FwNetwork {
+                bridge: "sf-i".into(),
+                subnets: vec![net("10.83.0.0/24")],
+                internal: true,
+            },
+        ],
+        ports: vec![
+            PortMapping {
+                proto: Proto::Tcp,
+                host_ip: None,
+                host_port: 8080,
+                container_ip: ip("10.81.0.2"),
+                container_port: 80,
+            },
+            PortMapping {
+                proto: Proto::Tcp,
+                host_ip: Some(ip("127.0.0.1")),
+                host_port: 8081,
+                container_ip: ip("10.81.0.2"),
+                container_port: 80,
+            },
+        ],
+    };
+    let fw = Firewall::new(Nft::default(), FirewallConfig::default());
+    let t = std::time::Instant::now();
+    fw.apply(&state).unwrap();
+    eprintln!("full apply: {:?}", t.elapsed());
+
+    // The kernel has our table and the one foreign accept rule.
+    let v: Value = fw.runner_list(&["list", "table", "inet", "shibafu"]);
+    let chains: Vec<&str> = v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["chain"]["name"].as_str())
+        .collect();
+    for c in ["forward", "prerouting", "output", "postrouting", "publish"] {
+        assert!(chains.contains(&c), "{chains:?}");
+    }
+    let fwd = sh("nft list chain ip filter FORWARD");
+    assert_eq!(
+        String::from_utf8_lossy(&fwd.stdout)
+            .matches(FOREIGN_RULE_COMMENT)
+            .count(),
+        1
+    );
+
+    // Wait for the server.
+    for _ in 0..100 {
+        if wget_in(Some(&c2), "http://10.81.0.2/").contains("hello") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    assert!(ping(&c2, "10.81.0.2"), "same network");
+    assert!(!ping(&c3, "10.81.0.2"), "different networks are isolated");
+    assert!(
+        ping(&c1, "192.0.2.2"),
+        "egress through NAT despite FORWARD policy drop"
+    );
+    assert!(!ping(&c4, "192.0.2.2"), "internal network has no way out");
+    assert!(
+        !ping(&c4, "10.81.0.2"),
+        "internal network reaches no other network"
+    );
+    assert!(
+        !ping(&ext, "10.81.0.2"),
+        "unpublished container not reachable from outside"
+    );
+    assert!(
+        wget_in(Some(&ext), "http://192.0.2.1:8080/").contains("hello-shibafu"),
+        "published port from outside"
+    );
+    assert!(
+        wget_in(None, "http://127.0.0.1:8080/").contains("hello-shibafu"),
+        "wildcard publish via 127.0.0.1"
+    );
+    assert!(
+        wget_in(None, "http://127.0.0.1:8081/").contains("hello-shibafu"),
+        "127.0.0.1 publish from the host"
+    );
+    assert!(
+        wget_in(None, "http://192.0.2.1:8080/").contains("hello-shibafu"),
+        "host address from the host"
+    );
+    assert!(
+        !wget_in(Some(&ext), "http://192.0.2.1:8081/").contains("hello"),
+        "127.0.0.1 publish not on other addresses"
+    );
+    assert!(
+        wget_in(Some(&c2), "http://192.0.2.1:8080/").contains("hello-shibafu"),
+        "hairpin, same network"
+    );
+    assert!(
+        wget_in(Some(&c1), "http://192.0.2.1:8080/").contains("hello-shibafu"),
+        "hairpin to itself"
+    );
+    assert!(
+        wget_in(Some(&c3), "http://192.0.2.1:8080/").contains("hello-shibafu"),
+        "published port from another network"
+    );
+
+    // A delta: unpublish 8080.
+    let mut s2 = state.clone();
+    s2.ports.remove(0);
+    let t = std::time::Instant::now();
+    fw.apply(&s2).unwrap();
+    eprintln!("delta apply: {:?}", t.elapsed());
+    assert!(
+        !wget_in(Some(&ext), "http://192.0.2.1:8080/").contains("hello"),
+        "unpublished"
+    );
+    assert!(wget_in(None, "http://127.0.0.1:8081/").contains("hello"));
+
+    // Flush: detected and restored.
+    assert!(sh("nft flush ruleset").status.success());
+    assert!(!fw.is_present());
+    assert!(fw.ensure().unwrap());
+    assert!(
+        wget_in(None, "http://127.0.0.1:8081/").contains("hello"),
+        "restored after flush"
+    );
+    assert!(!ping(&c3, "10.81.0.2"), "isolation restored after flush");
+
+    // Removal leaves nothing of ours.
+    sh("nft 'add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }'");
+    fw.reload(&s2).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sh("nft list chain ip filter FORWARD").stdout)
+            .matches(FOREIGN_RULE_COMMENT)
+            .count(),
+        1
+    );
+    fw.remove_all().unwrap();
+    let all = String::from_utf8_lossy(&sh("nft list ruleset").stdout).to_string();
+    assert!(!all.contains("shibafu"), "{all}");
+    assert!(
+        all.contains("chain FORWARD"),
+        "foreign chain left alone: {all}"
+    );
+}
+
+trait ListExt {
+    fn runner_list(&self, args: &[&str]) -> Value;
+}
+impl ListExt for Firewall<Nft> {
+    fn runner_list(&self, args: &[&str]) -> Value {
+        use shibafu_net::firewall::NftRunner;
+        self.runner().list(args).unwrap()
+    }
+}
