@@ -1,0 +1,433 @@
+"""Shared helpers for the shibafu integration tests.
+
+The daemon under test runs inside a private network + mount namespace held by a
+`sleep infinity` "holder" process (see `Daemon`), with its own data and exec
+roots in a fresh temp dir, so the tests never touch the host's network or any
+other engine's state. Clients (docker CLI, docker-py, the shibafu CLI) talk to
+it through its unix socket, which lives on the shared filesystem.
+"""
+
+from __future__ import annotations
+
+import glob
+import http.client
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_TIMEOUT = 60
+
+
+def shibafu_bin() -> str:
+    """Binary under test: $SHIBAFU_BIN, else target/release, else target/debug."""
+    env = os.environ.get("SHIBAFU_BIN")
+    if env:
+        return str(Path(env).resolve())
+    for cand in ("target/release/shibafu", "target/debug/shibafu"):
+        p = REPO / cand
+        if p.exists():
+            return str(p)
+    return str(REPO / "target/release/shibafu")
+
+
+_counter = itertools.count(1)
+_session_tag = "".join(random.choices(string.ascii_lowercase + string.digits, k=4))
+
+
+def uniq(prefix: str = "t") -> str:
+    """A container/volume name no other test in this session uses."""
+    return f"{prefix}-{_session_tag}-{next(_counter)}"
+
+
+def wait_for(fn, timeout: float = 30, interval: float = 0.2, what: str = "condition"):
+    """Poll `fn` until it returns a truthy value; return it or raise with `what`."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as e:  # keep polling; report the last error
+            last_exc = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a unix socket, for raw Docker API checks."""
+
+    def __init__(self, path: str, timeout: float = 10):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self._path)
+        self.sock = s
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def proc_cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+class Daemon:
+    """A shibafu daemon in its own net+mount namespace, with its own roots."""
+
+    def __init__(self, tmp: Path, binary: str, log_dir: Path | None = None):
+        self.tmp = tmp
+        self.bin = binary
+        self.sock = str(tmp / "shibafu.sock")
+        self.host = f"unix://{self.sock}"
+        self.data_root = tmp / "data"
+        self.exec_root = tmp / "run"
+        self.log_path = tmp / "daemon.log"
+        self.log_dir = log_dir
+        self.holder: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.docker_config = tmp / "docker-config"
+        self.docker_config.mkdir(parents=True, exist_ok=True)
+
+    # -- namespaces -------------------------------------------------------
+    def start_holder(self):
+        self.holder = subprocess.Popen(
+            ["unshare", "--net", "--mount", "--propagation", "private", "sleep", "infinity"],
+            stdin=subprocess.DEVNULL,
+        )
+        my_mnt = os.readlink("/proc/self/ns/mnt")
+        my_net = os.readlink("/proc/self/ns/net")
+
+        def entered():
+            h = self.holder.pid
+            return os.readlink(f"/proc/{h}/ns/mnt") != my_mnt and os.readlink(f"/proc/{h}/ns/net") != my_net
+
+        wait_for(entered, timeout=10, interval=0.02, what="holder namespaces")
+        self.ns_run(["ip", "link", "set", "lo", "up"], check=True)
+
+    def ns_run(self, argv, net=True, mnt=True, **kw):
+        """Run argv inside the holder's namespaces."""
+        pre = ["nsenter", "-t", str(self.holder.pid)]
+        if net:
+            pre.append("-n")
+        if mnt:
+            pre.append("-m")
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        kw.setdefault("timeout", DEFAULT_TIMEOUT)
+        return subprocess.run(pre + list(argv), **kw)
+
+    # -- daemon lifecycle ---------------------------------------------------
+    def start(self, timeout: float = 60):
+        self.exec_root.mkdir(parents=True, exist_ok=True)
+        self.data_root.mkdir(parents=True, exist_ok=True)
+        logf = open(self.log_path, "ab")
+        self.starts += 1
+        logf.write(f"\n===== daemon start #{self.starts} at {time.strftime('%H:%M:%S')} =====\n".encode())
+        logf.flush()
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        env.setdefault("RUST_BACKTRACE", "1")
+        self.proc = subprocess.Popen(
+            ["nsenter", "-t", str(self.holder.pid), "-n", "-m", self.bin, "daemon",
+             "--host", self.host, "--data-root", str(self.data_root), "--exec-root", str(self.exec_root)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
+        )
+        logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode} during start-up:\n{self.log_tail()}")
+            if self.ping():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon did not answer /_ping within {timeout}s:\n{self.log_tail()}")
+
+    def ping(self) -> bool:
+        try:
+            c = UnixHTTPConnection(self.sock, timeout=2)
+            c.request("GET", "/_ping")
+            r = c.getresponse()
+            body = r.read()
+            c.close()
+            return r.status == 200 and body.strip() == b"OK"
+        except OSError:
+            return False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self):
+        """SIGKILL the daemon, as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def restart(self):
+        self.kill9()
+        self.start()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no daemon log)"
+        return "\n".join(lines[-n:])
+
+    # -- clients ----------------------------------------------------------
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env["DOCKER_HOST"] = self.host
+        env["SHIBAFU_HOST"] = self.host
+        env["DOCKER_CONFIG"] = str(self.docker_config)
+        env["DOCKER_CLI_HINTS"] = "false"
+        env.pop("DOCKER_CONTEXT", None)
+        return env
+
+    def docker(self, *args, input=None, timeout=DEFAULT_TIMEOUT, check=False, text=True) -> subprocess.CompletedProcess:
+        """Run the real docker CLI against this daemon."""
+        return _run(["docker", *args], self.env(), input, timeout, check, text)
+
+    def shibafu(self, *args, input=None, timeout=DEFAULT_TIMEOUT, check=False, text=True) -> subprocess.CompletedProcess:
+        """Run the shibafu CLI against this daemon."""
+        return _run([self.bin, "-H", self.host, *args], self.env(), input, timeout, check, text)
+
+    def client(self):
+        import docker
+
+        return docker.DockerClient(base_url=self.host, timeout=60)
+
+    def api(self, method: str, path: str, body=None, headers=None, timeout=15):
+        """One raw HTTP request; returns (status, headers dict, body bytes)."""
+        c = UnixHTTPConnection(self.sock, timeout=timeout)
+        hdrs = dict(headers or {})
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode() if not isinstance(body, (bytes, str)) else body
+            hdrs.setdefault("Content-Type", "application/json")
+        c.request(method, path, body=data, headers=hdrs)
+        r = c.getresponse()
+        out = r.read()
+        h = {k.lower(): v for k, v in r.getheaders()}
+        c.close()
+        return r.status, h, out
+
+    def inspect(self, name: str) -> dict:
+        r = self.docker("inspect", "--type", "container", name, check=True)
+        return json.loads(r.stdout)[0]
+
+    # -- what a container leaves on the host ---------------------------------
+    def container_dirs(self) -> set[str]:
+        d = self.data_root / "containers"
+        return set(os.listdir(d)) if d.is_dir() else set()
+
+    def mounts_under_tmp(self) -> list[str]:
+        """Mount points under our temp dir, as the daemon's mount ns sees them."""
+        r = self.ns_run(["cat", "/proc/self/mountinfo"], net=False)
+        out = []
+        for line in r.stdout.splitlines():
+            mp = line.split()[4]
+            if mp.startswith(str(self.tmp)):
+                out.append(mp)
+        return out
+
+    def supervisors(self) -> dict[int, list[str]]:
+        """`shibafu supervise` processes that belong to this daemon (argv names our temp dir)."""
+        found = {}
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            argv = proc_cmdline(int(p))
+            if len(argv) >= 2 and argv[1] == "supervise" and any(str(self.tmp) in a for a in argv):
+                found[int(p)] = argv
+        return found
+
+    def stop_containers(self):
+        """Best-effort: remove every container through the API."""
+        if not self.alive():
+            return []
+        errors = []
+        try:
+            st, _, body = self.api("GET", "/containers/json?all=1", timeout=30)
+            ids = [c["Id"] for c in json.loads(body)] if st == 200 else []
+        except Exception as e:
+            return [f"list containers: {e!r}"]
+        for cid in ids:
+            try:
+                st, _, body = self.api("DELETE", f"/containers/{cid}?force=1&v=1", timeout=60)
+                if st not in (204, 404):
+                    errors.append(f"rm {cid[:12]}: {st} {body[:200]!r}")
+            except Exception as e:
+                errors.append(f"rm {cid[:12]}: {e!r}")
+        return errors
+
+    def teardown(self):
+        """Tear everything down; keep going past errors and return them all."""
+        errors = []
+        ids = set(self.container_dirs())
+        errors += self.stop_containers()
+        self.stop()
+        # Supervisors that outlived the daemon (and their containers) go too.
+        for pid in self.supervisors():
+            try:
+                os.kill(pid, signal.SIGKILL)
+                errors.append(f"leftover supervisor {pid} killed")
+            except ProcessLookupError:
+                pass
+        ids |= self.container_dirs()
+        for cg in container_cgroups(ids):
+            errors += kill_cgroup(cg)
+        if self.holder and self.holder.poll() is None:
+            for mp in sorted(self.mounts_under_tmp(), key=len, reverse=True):
+                r = self.ns_run(["umount", "-l", mp], net=False)
+                if r.returncode != 0:
+                    errors.append(f"umount {mp}: {r.stderr.strip()}")
+            self.holder.kill()
+            self.holder.wait(timeout=10)
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copy(self.log_path, self.log_dir / f"daemon-{self.tmp.name}.log")
+            except OSError:
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.tmp.exists():
+            errors.append(f"could not remove {self.tmp}")
+        return errors
+
+
+def _run(argv, env, input, timeout, check, text) -> subprocess.CompletedProcess:
+    try:
+        r = subprocess.run(argv, env=env, input=input, capture_output=True, timeout=timeout, text=text,
+                           stdin=None if input is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"{' '.join(argv)} timed out after {timeout}s; stdout={e.stdout!r} stderr={e.stderr!r}")
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}")
+    return r
+
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def container_cgroups(ids) -> list[str]:
+    """cgroup directories (any hierarchy) named after one of these container IDs,
+    below a shibafu parent."""
+    out = []
+    for cid in ids:
+        if not re.fullmatch(r"[0-9a-f]{12,64}", cid):
+            continue
+        for pat in (f"{CGROUP_ROOT}/*/shibafu*/**/*{cid}*", f"{CGROUP_ROOT}/*/*shibafu*{cid}*"):
+            for p in glob.glob(pat, recursive=True):
+                if os.path.isdir(p) and p not in out:
+                    out.append(p)
+    return out
+
+
+def shibafu_cgroup_dirs() -> set[str]:
+    """All cgroup dirs below any `shibafu*` parent (for leak checks)."""
+    out = set()
+    for parent in glob.glob(f"{CGROUP_ROOT}/*/shibafu*"):
+        for root, dirs, _ in os.walk(parent):
+            for d in dirs:
+                out.add(os.path.join(root, d))
+    return out
+
+
+def cgroup_procs(path: str) -> list[int]:
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def kill_cgroup(path: str) -> list[str]:
+    """Kill what is in a cgroup (thawing it first) and remove it; returns errors."""
+    errors = []
+    hier = path.split("/")[4] if path.count("/") >= 4 else ""
+    freezer = path.replace(f"/{hier}/", "/freezer/", 1) if hier else None
+    if freezer and os.path.exists(os.path.join(freezer, "freezer.state")):
+        try:
+            with open(os.path.join(freezer, "freezer.state"), "w") as f:
+                f.write("THAWED")
+        except OSError:
+            pass
+    for pid in cgroup_procs(path):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for _ in range(50):
+        if not cgroup_procs(path):
+            break
+        time.sleep(0.1)
+    # Remove children first.
+    for root, dirs, _ in sorted(os.walk(path, topdown=False), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(root)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            errors.append(f"rmdir {root}: {e}")
+    if os.path.exists(path):
+        errors.append(f"leftover cgroup {path} could not be removed")
+    else:
+        errors.insert(0, f"leftover cgroup {path} removed")
+    return errors
+
+
+def host_cgroup_file(pid: int, controller: str, filename: str) -> str:
+    """Read a cgroup v1 file of the cgroup `pid` is in (host view)."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            if controller in ctrls.split(","):
+                with open(f"{CGROUP_ROOT}/{controller}{path}/{filename}") as g:
+                    return g.read().strip()
+    raise AssertionError(f"pid {pid} has no {controller} cgroup")
+
+
+def frame_decode(data: bytes) -> tuple[bytes, bytes]:
+    """Split a multiplexed (8-byte header framed) Docker stream into stdout, stderr."""
+    out, err = bytearray(), bytearray()
+    i = 0
+    while i + 8 <= len(data):
+        stream, size = data[i], int.from_bytes(data[i + 4:i + 8], "big")
+        payload = data[i + 8:i + 8 + size]
+        (out if stream == 1 else err).extend(payload)
+        i += 8 + size
+    return bytes(out), bytes(err)
