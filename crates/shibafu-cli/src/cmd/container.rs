@@ -622,32 +622,14 @@ pub async fn prune(ctx: &Ctx, a: PruneArgs) -> Result<i32> {
     if !a.force && !crate::cmd::confirm(ctx, "WARNING! This will remove all stopped containers.") {
         return Ok(0);
     }
-    let q = match filters_json(&a.filter)? {
-        Some(f) => query(&[("filters", f)]),
-        None => String::new(),
-    };
-    let v = ctx
-        .client
-        .post_json::<()>(&format!("/containers/prune{q}"), None)
-        .await?;
-    let deleted = v
-        .get("ContainersDeleted")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if !deleted.is_empty() {
-        ctx.outln("Deleted Containers:");
-        for d in deleted {
-            ctx.outln(d.as_str().unwrap_or(""));
-        }
-        ctx.outln("");
-    }
-    let space = v.get("SpaceReclaimed").and_then(Value::as_i64).unwrap_or(0);
-    ctx.outln(&format!(
-        "Total reclaimed space: {}",
-        human_size(space as f64)
-    ));
-    Ok(0)
+    crate::cmd::prune_and_report(
+        ctx,
+        "/containers/prune",
+        &a.filter,
+        "ContainersDeleted",
+        "Deleted Containers:",
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -377,11 +377,7 @@ pub async fn prune(ctx: &Ctx, a: ImagePruneArgs) -> Result<i32> {
         }
         ctx.outln("");
     }
-    let space = v.get("SpaceReclaimed").and_then(Value::as_i64).unwrap_or(0);
-    ctx.outln(&format!(
-        "Total reclaimed space: {}",
-        human_size(space as f64)
-    ));
+    crate::cmd::print_reclaimed(ctx, &v);
     Ok(0)
 }
 

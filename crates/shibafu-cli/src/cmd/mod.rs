@@ -181,6 +181,48 @@ pub fn confirm(ctx: &Ctx, question: &str) -> bool {
     matches!(line.trim().to_lowercase().as_str(), "y" | "yes")
 }
 
+/// POSTs `path` (a prune route) with `filters` and prints docker's report:
+/// the IDs listed under `list_key` below `heading`, then the space reclaimed.
+pub async fn prune_and_report(
+    ctx: &Ctx,
+    path: &str,
+    filters: &[String],
+    list_key: &str,
+    heading: &str,
+) -> Result<i32> {
+    let q = match filters_json(filters)? {
+        Some(f) => crate::client::query(&[("filters", f)]),
+        None => String::new(),
+    };
+    let v = ctx
+        .client
+        .post_json::<()>(&format!("{path}{q}"), None)
+        .await?;
+    let deleted = v
+        .get(list_key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !deleted.is_empty() {
+        ctx.outln(heading);
+        for d in deleted {
+            ctx.outln(d.as_str().unwrap_or(""));
+        }
+        ctx.outln("");
+    }
+    print_reclaimed(ctx, &v);
+    Ok(0)
+}
+
+/// docker's last prune line.
+pub fn print_reclaimed(ctx: &Ctx, v: &Value) {
+    let space = v.get("SpaceReclaimed").and_then(Value::as_i64).unwrap_or(0);
+    ctx.outln(&format!(
+        "Total reclaimed space: {}",
+        crate::human::human_size(space as f64)
+    ));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,30 +123,12 @@ pub async fn prune(ctx: &Ctx, a: VolumePruneArgs) -> Result<i32> {
     if a.all {
         filters.push("all=true".into());
     }
-    let q = match filters_json(&filters)? {
-        Some(f) => query(&[("filters", f)]),
-        None => String::new(),
-    };
-    let v = ctx
-        .client
-        .post_json::<()>(&format!("/volumes/prune{q}"), None)
-        .await?;
-    let deleted = v
-        .get("VolumesDeleted")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if !deleted.is_empty() {
-        ctx.outln("Deleted Volumes:");
-        for d in deleted {
-            ctx.outln(d.as_str().unwrap_or(""));
-        }
-        ctx.outln("");
-    }
-    let space = v.get("SpaceReclaimed").and_then(Value::as_i64).unwrap_or(0);
-    ctx.outln(&format!(
-        "Total reclaimed space: {}",
-        human_size(space as f64)
-    ));
-    Ok(0)
+    crate::cmd::prune_and_report(
+        ctx,
+        "/volumes/prune",
+        &filters,
+        "VolumesDeleted",
+        "Deleted Volumes:",
+    )
+    .await
 }
