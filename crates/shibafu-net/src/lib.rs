@@ -7,7 +7,15 @@
 //! - [`netlink`]: bridges and veths through rtnetlink, behind a trait.
 //! - [`firewall`]: the nftables ruleset as a pure function of the desired
 //!   state, applied as one `nft -j -f -` batch per change.
+//! - [`store`]: network records and container endpoints, persisted.
+//! - [`ports`]: `-p`/`-P` parsing, host-port allocation, `ps`/`inspect`
+//!   rendering.
+//! - [`bridge`]: [`bridge::BridgeNetworks`], the orchestration of all of the
+//!   above that the daemon calls.
 
+pub mod bridge;
 pub mod firewall;
 pub mod ipam;
 pub mod netlink;
+pub mod ports;
+pub mod store;

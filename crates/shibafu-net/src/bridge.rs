@@ -1,0 +1,1756 @@
+//! [`BridgeNetworks`]: bridge networks end to end, over IPAM, netlink, the
+//! firewall, the network store and the port allocator. The daemon holds
+//! one and calls it from its network hook.
+//!
+//! Why it looks like this:
+//! - Generic over [`LinkOps`], [`NftRunner`] and [`PortProbe`], so every
+//!   path (rollback included) is unit-tested with fakes; the root test
+//!   runs the same code on the kernel.
+//! - Every operation validates all of its input before touching anything,
+//!   then acts in a fixed order, recording each step; a failure undoes the
+//!   recorded steps in reverse (netavark's discipline), so bad input or a
+//!   kernel refusal leaves nothing half-made.
+//! - Teardown ([`BridgeNetworks::detach`]) never stops at the first error:
+//!   it does every step and returns all errors.
+//! - Persisted state (store + IPAM) is the truth; the kernel's bridges,
+//!   veths and nftables are derived from it, so [`BridgeNetworks::reconcile`]
+//!   can rebuild them after a crash, a reboot or an `nft flush ruleset`
+//!   and delete what belongs to no live container.
+//! - The firewall's desired state is recomputed from the store under one
+//!   lock and applied as a delta; attaching a container without published
+//!   ports does not touch nftables at all.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bollard_stubs::models::{EndpointIpamConfig, EndpointSettings};
+use chrono::Utc;
+use ipnet::IpNet;
+
+use crate::firewall::{
+    DesiredState, Firewall, FirewallConfig, FirewallError, FwNetwork, Nft, NftRunner,
+};
+use crate::ipam::{
+    default_pools, mac_for, mac_string, AddressPool, Family, Ipam, IpamError, SubnetConfig,
+    SubnetRequest,
+};
+use crate::netlink::{
+    check_ifname, host_veth_name, BridgeSpec, LinkOps, Netlink, NetlinkError, Sysctl, VethSpec,
+    HOST_VETH_PREFIX,
+};
+use crate::ports::{PortAllocator, PortError, PortProbe, PortRequest, PublishedPort, SocketProbe};
+use crate::store::{
+    new_id, validate_name, ContainerNet, Endpoint, NetworkRecord, NetworkStore, StoreError,
+    OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_MTU,
+};
+
+/// Errors of this module (the layers' errors pass through unchanged, so
+/// their messages reach the user as they are).
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Link(#[from] NetlinkError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error("network driver {0:?} is not supported (only \"bridge\")")]
+    UnsupportedDriver(String),
+    #[error("operation is not permitted on predefined {0} network")]
+    Predefined(String),
+    #[error("invalid option {key}={value}: {reason}")]
+    InvalidOption {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("bridge {bridge} is already used by network {network}")]
+    BridgeInUse { bridge: String, network: String },
+    #[error("error while removing network: network {network} id {id} has active endpoints ({})", containers.join(", "))]
+    InUse {
+        network: String,
+        id: String,
+        containers: Vec<String>,
+    },
+    #[error("container {container} is already attached to network {network}")]
+    AlreadyAttached { container: String, network: String },
+    #[error("container {container} is not connected to network {network}")]
+    NotAttached { container: String, network: String },
+    #[error("network {0} is given twice")]
+    DuplicateNetwork(String),
+    #[error("cannot publish ports: the container is on no network with outside access (internal networks only)")]
+    NoGatewayForPorts,
+    #[error("network {network} was removed, but cleaning up failed: {err}")]
+    RemovePartial { network: String, err: String },
+}
+
+pub type Result<T, E = BridgeError> = std::result::Result<T, E>;
+
+/// The predefined default network (`bridge`, the containers' default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultNetwork {
+    pub name: String,
+    pub bridge: String,
+    /// `None`: the first free subnet of the pools (172.17.0.0/16 when free).
+    pub subnet: Option<IpNet>,
+    pub gateway: Option<IpAddr>,
+    pub mtu: Option<u32>,
+}
+
+impl Default for DefaultNetwork {
+    fn default() -> Self {
+        DefaultNetwork {
+            name: "bridge".into(),
+            bridge: "shibafu0".into(),
+            subnet: None,
+            gateway: None,
+            mtu: None,
+        }
+    }
+}
+
+/// How the daemon configures networking.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// Holds `ipam.redb` and `networks.redb`.
+    pub data_dir: PathBuf,
+    pub pools: Vec<AddressPool>,
+    /// Ephemeral host ports.
+    pub port_range: (u16, u16),
+    /// `None`: no default network.
+    pub default_network: Option<DefaultNetwork>,
+    pub firewall: FirewallConfig,
+    /// `/proc/sys`, or a directory in tests.
+    pub sysctl_root: PathBuf,
+}
+
+impl BridgeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        BridgeConfig {
+            data_dir: data_dir.into(),
+            pools: default_pools(),
+            port_range: crate::ports::DEFAULT_RANGE,
+            default_network: Some(DefaultNetwork::default()),
+            firewall: FirewallConfig::default(),
+            sysctl_root: PathBuf::from("/proc/sys"),
+        }
+    }
+}
+
+/// `network create`, already parsed from the CLI/API strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateNetwork {
+    pub name: String,
+    /// `None` or `bridge`.
+    pub driver: Option<String>,
+    /// `--subnet/--gateway/--ip-range` groups ([`SubnetRequest::parse`]).
+    pub subnets: Vec<SubnetRequest>,
+    /// `--ipv6`: an automatic v6 subnet when none is given.
+    pub ipv6: bool,
+    pub internal: bool,
+    pub attachable: bool,
+    pub labels: BTreeMap<String, String>,
+    /// `-o`: `com.docker.network.bridge.name`, `com.docker.network.driver.mtu`
+    /// are acted on; others are kept and shown, as Docker does.
+    pub options: BTreeMap<String, String>,
+}
+
+/// One network a container joins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointRequest {
+    /// Name, id or id prefix.
+    pub network: String,
+    /// `--ip` / `--ip6`.
+    pub ips: Vec<IpAddr>,
+    /// `--alias` (DNS names on this network).
+    pub aliases: Vec<String>,
+}
+
+impl EndpointRequest {
+    pub fn new(network: impl Into<String>) -> Self {
+        EndpointRequest {
+            network: network.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// What [`BridgeNetworks::reconcile`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// (network id, container id) allocations released.
+    pub released: Vec<(String, String)>,
+    /// Containers whose endpoint records were dropped.
+    pub dropped_containers: Vec<String>,
+    pub deleted_links: Vec<String>,
+    /// Non-fatal failures (the rest was still done).
+    pub errors: Vec<String>,
+}
+
+/// Bridge networking of one daemon (see module doc).
+pub struct BridgeNetworks<L: LinkOps = Netlink, R: NftRunner = Nft, P: PortProbe = SocketProbe> {
+    ipam: Ipam,
+    store: NetworkStore,
+    links: L,
+    firewall: Firewall<R>,
+    ports: PortAllocator<P>,
+    sysctl: Sysctl,
+    default_network: Option<DefaultNetwork>,
+    /// Serialises computing + applying the firewall's desired state.
+    fw_lock: Mutex<()>,
+    /// Serialises network create/remove/reconcile (rare, and they check
+    /// names and bridges across networks).
+    net_lock: tokio::sync::Mutex<()>,
+}
+
+impl BridgeNetworks {
+    /// The real thing: rtnetlink in the caller's netns, `nft`, real sockets.
+    /// Must be called inside a tokio runtime.
+    pub fn open_host(cfg: BridgeConfig) -> Result<Self> {
+        BridgeNetworks::open(cfg, Netlink::new()?, Nft::default(), SocketProbe)
+    }
+}
+
+/// Rollback steps of create/attach, undone in reverse.
+enum Undo {
+    IpamNetwork(String),
+    OwnBridge(String),
+    Bridge(String),
+    StoreNetwork(String),
+    Alloc { network: String, container: String },
+    Ports(Vec<PublishedPort>),
+    Veth(String),
+    StoreContainer(Option<ContainerNet>),
+}
+
+impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
+    /// Open the stores and restore port reservations of the persisted
+    /// endpoints. Touches no kernel state: call [`Self::reconcile`] next.
+    pub fn open(cfg: BridgeConfig, links: L, nft: R, probe: P) -> Result<Self> {
+        let ipam = Ipam::open(&cfg.data_dir, cfg.pools.clone())?;
+        let store = NetworkStore::open(&cfg.data_dir)?;
+        let ports = PortAllocator::new(cfg.port_range, probe)?;
+        for (cid, c) in store.containers()? {
+            ports.restore(&cid, &c.ports);
+        }
+        Ok(BridgeNetworks {
+            ipam,
+            store,
+            links,
+            firewall: Firewall::new(nft, cfg.firewall.clone()),
+            ports,
+            sysctl: Sysctl::with_root(&cfg.sysctl_root),
+            default_network: cfg.default_network,
+            fw_lock: Mutex::new(()),
+            net_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn links(&self) -> &L {
+        &self.links
+    }
+    pub fn firewall(&self) -> &Firewall<R> {
+        &self.firewall
+    }
+    pub fn ipam(&self) -> &Ipam {
+        &self.ipam
+    }
+    pub fn store(&self) -> &NetworkStore {
+        &self.store
+    }
+    pub fn ports(&self) -> &PortAllocator<P> {
+        &self.ports
+    }
+
+    // ---- queries ----
+
+    /// All networks, by name.
+    pub fn networks(&self) -> Result<Vec<NetworkRecord>> {
+        Ok(self.store.list()?)
+    }
+
+    /// A network by id, name or id prefix.
+    pub fn network(&self, key: &str) -> Result<NetworkRecord> {
+        Ok(self.store.resolve(key)?)
+    }
+
+    /// The containers on a network (inspect's `Containers`): container id
+    /// -> its endpoint there.
+    pub fn network_endpoints(&self, network_id: &str) -> Result<BTreeMap<String, Endpoint>> {
+        let mut out = BTreeMap::new();
+        for (cid, c) in self.store.containers()? {
+            if let Some(e) = c.endpoints.into_iter().find(|e| e.network_id == network_id) {
+                out.insert(cid, e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A container's endpoints and published ports (empty when it has none).
+    pub fn endpoints(&self, container_id: &str) -> Result<ContainerNet> {
+        Ok(self.store.container(container_id)?.unwrap_or_default())
+    }
+
+    /// What the firewall must contain, from the persisted state.
+    pub fn desired_state(&self) -> Result<DesiredState> {
+        let networks = self
+            .store
+            .list()?
+            .into_iter()
+            .map(|n| FwNetwork {
+                subnets: n.subnets(),
+                bridge: n.bridge,
+                internal: n.internal,
+            })
+            .collect();
+        let mut ports = Vec::new();
+        for c in self.store.containers()?.values() {
+            let Some(gw) = c.gateway_endpoint() else {
+                continue;
+            };
+            for p in &c.ports {
+                if let Some(ip) = gw.ip(p.host_ip.is_ipv6()) {
+                    ports.push(p.mapping(ip.addr()));
+                }
+            }
+        }
+        ports.sort();
+        Ok(DesiredState { networks, ports })
+    }
+
+    fn apply_firewall(&self) -> Result<()> {
+        let _g = self.fw_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let st = self.desired_state()?;
+        self.firewall.apply(&st)?;
+        Ok(())
+    }
+
+    /// Re-apply the whole firewall if its table vanished (`nft flush
+    /// ruleset`, a firewall reload). Returns whether it had to. Cheap
+    /// enough (one `nft list`) to call periodically.
+    pub fn ensure_firewall(&self) -> Result<bool> {
+        if self.firewall.is_present() {
+            return Ok(false);
+        }
+        let _g = self.fw_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.firewall.reload(&self.desired_state()?)?;
+        Ok(true)
+    }
+
+    // ---- networks ----
+
+    /// `network create`: validate everything, then IPAM, bridge, sysctls,
+    /// record, firewall; undo in reverse on failure.
+    pub async fn create_network(&self, req: CreateNetwork) -> Result<NetworkRecord> {
+        if ["host", "none", "default"].contains(&req.name.as_str()) {
+            return Err(BridgeError::Predefined(req.name.clone()));
+        }
+        let _g = self.net_lock.lock().await;
+        self.create_locked(req, false).await
+    }
+
+    async fn create_locked(&self, req: CreateNetwork, default: bool) -> Result<NetworkRecord> {
+        // -- validate --
+        validate_name(&req.name)?;
+        match req.driver.as_deref() {
+            None | Some("") | Some("bridge") => {}
+            Some(d) => return Err(BridgeError::UnsupportedDriver(d.to_string())),
+        }
+        let existing = self.store.list()?;
+        if existing.iter().any(|n| n.name == req.name) {
+            return Err(StoreError::NameExists(req.name.clone()).into());
+        }
+        let id = new_id();
+        let bridge = match req.options.get(OPT_BRIDGE_NAME).filter(|b| !b.is_empty()) {
+            Some(b) => {
+                check_ifname(b).map_err(|e| BridgeError::InvalidOption {
+                    key: OPT_BRIDGE_NAME.into(),
+                    value: b.clone(),
+                    reason: e.to_string(),
+                })?;
+                b.clone()
+            }
+            None => format!("br-{}", &id[..12]),
+        };
+        if let Some(n) = existing.iter().find(|n| n.bridge == bridge) {
+            return Err(BridgeError::BridgeInUse {
+                bridge,
+                network: n.name.clone(),
+            });
+        }
+        let mtu = match req.options.get(OPT_MTU).filter(|m| !m.is_empty()) {
+            None => None,
+            Some(m) => Some(
+                m.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|v| (68..=65535).contains(v))
+                    .ok_or_else(|| BridgeError::InvalidOption {
+                        key: OPT_MTU.into(),
+                        value: m.clone(),
+                        reason: "an MTU is a number from 68 to 65535".into(),
+                    })?,
+            ),
+        };
+        let fam = |r: &SubnetRequest| match r.subnet {
+            Some(s) => Family::of_net(&s),
+            None if r.v6 => Family::V6,
+            None => Family::V4,
+        };
+        let mut subnets = req.subnets.clone();
+        if !subnets.iter().any(|r| fam(r) == Family::V4) {
+            subnets.insert(0, SubnetRequest::default());
+        }
+        if req.ipv6 && !subnets.iter().any(|r| fam(r) == Family::V6) {
+            subnets.push(SubnetRequest {
+                v6: true,
+                ..Default::default()
+            });
+        }
+        let ipv6 = subnets.iter().any(|r| fam(r) == Family::V6);
+        let mut options = req.options.clone();
+        if default {
+            options.insert(OPT_BRIDGE_NAME.into(), bridge.clone());
+            options.insert(OPT_DEFAULT_BRIDGE.into(), "true".into());
+        }
+
+        // -- act --
+        let mut undo = Vec::new();
+        let res = async {
+            let routes = self.links.routes().await?;
+            let configs = self.ipam.create_network(&id, &subnets, &routes)?;
+            undo.push(Undo::IpamNetwork(id.clone()));
+            let rec = NetworkRecord {
+                id: id.clone(),
+                name: req.name.clone(),
+                driver: "bridge".into(),
+                subnets: configs,
+                ipv6,
+                internal: req.internal,
+                attachable: req.attachable,
+                labels: req.labels.clone(),
+                options,
+                created: Utc::now(),
+                bridge: bridge.clone(),
+                mtu,
+                default,
+            };
+            let had = self
+                .links
+                .list_links()
+                .await?
+                .iter()
+                .any(|l| l.name == bridge);
+            if !had {
+                self.store.own_bridge(&bridge, &id)?;
+                undo.push(Undo::OwnBridge(bridge.clone()));
+                undo.push(Undo::Bridge(bridge.clone()));
+            }
+            self.setup_bridge(&rec).await?;
+            self.store.insert(&rec)?;
+            undo.push(Undo::StoreNetwork(id.clone()));
+            self.apply_firewall()?;
+            Ok(rec)
+        }
+        .await;
+        if res.is_err() {
+            self.undo("", undo).await;
+        }
+        res
+    }
+
+    /// Bridge up with its gateway addresses and the sysctls it needs
+    /// (also the reconcile step after a reboot).
+    async fn setup_bridge(&self, rec: &NetworkRecord) -> Result<()> {
+        let gw4 = rec
+            .subnets
+            .iter()
+            .find(|s| s.family() == Family::V4)
+            .map(|s| s.gateway);
+        self.links
+            .ensure_bridge(&BridgeSpec {
+                name: rec.bridge.clone(),
+                mtu: rec.mtu,
+                mac: gw4.or(rec.subnets.first().map(|s| s.gateway)).map(mac_for),
+                addresses: rec.subnets.iter().map(gateway_net).collect(),
+            })
+            .await?;
+        if !rec.internal {
+            self.sysctl.enable_ipv4_forward()?;
+            if rec.ipv6 {
+                self.sysctl.enable_ipv6_forward()?;
+            }
+            self.sysctl.enable_route_localnet(&rec.bridge)?;
+        }
+        Ok(())
+    }
+
+    async fn undo(&self, container: &str, steps: Vec<Undo>) {
+        for step in steps.into_iter().rev() {
+            let r: Result<()> = async {
+                match step {
+                    Undo::IpamNetwork(id) => self.ipam.remove_network(&id)?,
+                    Undo::OwnBridge(b) => self.store.disown_bridge(&b)?,
+                    Undo::Bridge(b) | Undo::Veth(b) => {
+                        self.links.delete_link(&b).await?;
+                    }
+                    Undo::StoreNetwork(id) => {
+                        self.store.remove(&id)?;
+                        self.apply_firewall()?;
+                    }
+                    Undo::Alloc { network, container } => {
+                        self.ipam.release(&network, &container)?;
+                    }
+                    Undo::Ports(p) => self.ports.release_ports(container, &p),
+                    Undo::StoreContainer(prev) => {
+                        self.store
+                            .put_container(container, &prev.unwrap_or_default())?;
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = r {
+                tracing::warn!("rollback step failed: {e}");
+            }
+        }
+    }
+
+    /// Create the default network if it does not exist (daemon start).
+    pub async fn ensure_default_network(&self) -> Result<Option<NetworkRecord>> {
+        let Some(d) = self.default_network.clone() else {
+            return Ok(None);
+        };
+        let _g = self.net_lock.lock().await;
+        if let Some(r) = self.store.list()?.into_iter().find(|n| n.default) {
+            return Ok(Some(r));
+        }
+        let mut options = BTreeMap::new();
+        if let Some(m) = d.mtu {
+            options.insert(OPT_MTU.to_string(), m.to_string());
+        }
+        options.insert(OPT_BRIDGE_NAME.to_string(), d.bridge.clone());
+        let subnets = match d.subnet {
+            Some(s) => vec![SubnetRequest {
+                v6: s.addr().is_ipv6(),
+                subnet: Some(s),
+                gateway: d.gateway,
+                ip_range: None,
+            }],
+            None => vec![],
+        };
+        let rec = self
+            .create_locked(
+                CreateNetwork {
+                    name: d.name,
+                    subnets,
+                    options,
+                    ..Default::default()
+                },
+                true,
+            )
+            .await?;
+        Ok(Some(rec))
+    }
+
+    /// `network rm`: refused for the default network and while containers
+    /// are attached.
+    pub async fn remove_network(&self, key: &str) -> Result<NetworkRecord> {
+        if ["host", "none"].contains(&key) {
+            return Err(BridgeError::Predefined(key.to_string()));
+        }
+        let _g = self.net_lock.lock().await;
+        let rec = self.store.resolve(key)?;
+        if rec.default {
+            return Err(BridgeError::Predefined(rec.name.clone()));
+        }
+        let users: Vec<String> = self.network_endpoints(&rec.id)?.into_keys().collect();
+        let in_use = |containers: Vec<String>| BridgeError::InUse {
+            network: rec.name.clone(),
+            id: rec.id.clone(),
+            containers,
+        };
+        if !users.is_empty() {
+            return Err(in_use(users));
+        }
+        // Atomic check-and-remove: an attach racing with us either got
+        // its address first (refused here) or finds no plan.
+        match self.ipam.remove_network(&rec.id) {
+            Ok(()) => {}
+            Err(IpamError::NetworkInUse { containers, .. }) => return Err(in_use(containers)),
+            Err(e) => return Err(e.into()),
+        }
+        if let Err(e) = self.store.remove(&rec.id) {
+            let reqs: Vec<SubnetRequest> = rec
+                .subnets
+                .iter()
+                .map(|s| SubnetRequest {
+                    v6: s.family() == Family::V6,
+                    subnet: Some(s.subnet),
+                    gateway: Some(s.gateway),
+                    ip_range: s.ip_range,
+                })
+                .collect();
+            if let Err(r) = self.ipam.create_network(&rec.id, &reqs, &[]) {
+                tracing::warn!("rollback of IPAM for {}: {r}", rec.name);
+            }
+            return Err(e.into());
+        }
+        // From here the network is gone; leftovers are reported and
+        // reconcile removes them.
+        let mut errs = Vec::new();
+        if let Err(e) = self.apply_firewall() {
+            errs.push(e.to_string());
+        }
+        if self.store.owned_bridges()?.contains_key(&rec.bridge) {
+            match self.links.delete_link(&rec.bridge).await {
+                Ok(_) => {
+                    if let Err(e) = self.store.disown_bridge(&rec.bridge) {
+                        errs.push(e.to_string());
+                    }
+                }
+                Err(e) => errs.push(e.to_string()),
+            }
+        }
+        if errs.is_empty() {
+            Ok(rec)
+        } else {
+            Err(BridgeError::RemovePartial {
+                network: rec.name,
+                err: errs.join("; "),
+            })
+        }
+    }
+
+    /// `network prune`: remove every unused, non-default network `keep`
+    /// does not protect (the API's `until`/`label` filters). Returns the
+    /// removed names.
+    pub async fn prune(&self, keep: impl Fn(&NetworkRecord) -> bool) -> Result<Vec<String>> {
+        let used: BTreeSet<String> = self
+            .store
+            .containers()?
+            .values()
+            .flat_map(|c| c.endpoints.iter().map(|e| e.network_id.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for n in self.store.list()? {
+            if n.default || used.contains(&n.id) || keep(&n) {
+                continue;
+            }
+            match self.remove_network(&n.id).await {
+                Ok(r) => out.push(r.name),
+                // Someone attached meanwhile: not an error for prune.
+                Err(BridgeError::InUse { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- containers ----
+
+    /// Connect a container (init `pid`) to networks and publish its ports;
+    /// see [`Self::attach_netns`].
+    pub async fn attach(
+        &self,
+        container_id: &str,
+        pid: i32,
+        endpoints: Vec<EndpointRequest>,
+        ports: Vec<PortRequest>,
+    ) -> Result<Vec<Endpoint>> {
+        let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        self.attach_netns(container_id, &netns, endpoints, ports)
+            .await
+    }
+
+    /// Connect the netns at `netns` to networks: one veth each, named
+    /// after the container's existing interfaces (`eth0`, `eth1`, ...); the
+    /// default route via the first non-internal network; `ports` published
+    /// to that network's addresses. Also `network connect` on a running
+    /// container (then usually with no ports). All or nothing. Returns the
+    /// new endpoints.
+    pub async fn attach_netns(
+        &self,
+        container_id: &str,
+        netns: &Path,
+        endpoints: Vec<EndpointRequest>,
+        ports: Vec<PortRequest>,
+    ) -> Result<Vec<Endpoint>> {
+        // -- validate --
+        let prev = self.store.container(container_id)?;
+        let mut cur = prev.clone().unwrap_or_default();
+        let mut nets = Vec::new();
+        for r in &endpoints {
+            let n = self.store.resolve(&r.network)?;
+            if nets.iter().any(|(m, _): &(NetworkRecord, _)| m.id == n.id) {
+                return Err(BridgeError::DuplicateNetwork(n.name));
+            }
+            if cur.endpoints.iter().any(|e| e.network_id == n.id) {
+                return Err(BridgeError::AlreadyAttached {
+                    container: container_id.to_string(),
+                    network: n.name,
+                });
+            }
+            nets.push((n, r));
+        }
+        let has_gw = cur.gateway_endpoint().is_some();
+        let gw_new = if has_gw {
+            None
+        } else {
+            nets.iter().position(|(n, _)| !n.internal)
+        };
+        if !ports.is_empty() && !has_gw && gw_new.is_none() {
+            return Err(BridgeError::NoGatewayForPorts);
+        }
+        let mut used_if: BTreeSet<String> =
+            cur.endpoints.iter().map(|e| e.ifname.clone()).collect();
+
+        // -- act --
+        let mut undo = Vec::new();
+        let res = async {
+            let mut new = Vec::new();
+            for (i, (n, r)) in nets.iter().enumerate() {
+                let a = self.ipam.allocate(&n.id, container_id, &r.ips)?;
+                undo.push(Undo::Alloc {
+                    network: n.id.clone(),
+                    container: container_id.to_string(),
+                });
+                let ifname = (0..)
+                    .map(|k| format!("eth{k}"))
+                    .find(|f| !used_if.contains(f))
+                    .expect("unbounded");
+                used_if.insert(ifname.clone());
+                let first = a
+                    .iter()
+                    .find(|x| x.ip.is_ipv4())
+                    .or(a.first())
+                    .map(|x| x.ip);
+                new.push(Endpoint {
+                    network_id: n.id.clone(),
+                    network_name: n.name.clone(),
+                    endpoint_id: new_id(),
+                    ifname,
+                    host_veth: host_veth_name(container_id, &n.id),
+                    mac: first.map(|ip| mac_string(&mac_for(ip))).unwrap_or_default(),
+                    addresses: a.iter().map(|x| x.ip_net()).collect(),
+                    gateways: a.iter().map(|x| x.gateway).collect(),
+                    aliases: r.aliases.clone(),
+                    static_ips: r.ips.clone(),
+                    is_gateway: gw_new == Some(i),
+                });
+            }
+            let mut published = Vec::new();
+            if !ports.is_empty() {
+                let gw = cur
+                    .gateway_endpoint()
+                    .or_else(|| new.iter().find(|e| e.is_gateway))
+                    .ok_or(BridgeError::NoGatewayForPorts)?;
+                published = self.ports.reserve(
+                    container_id,
+                    &ports,
+                    gw.ip(false).is_some(),
+                    gw.ip(true).is_some(),
+                )?;
+                undo.push(Undo::Ports(published.clone()));
+            }
+            for (e, (n, _)) in new.iter().zip(&nets) {
+                self.links
+                    .create_veth(&VethSpec {
+                        host_name: e.host_veth.clone(),
+                        bridge: n.bridge.clone(),
+                        netns: netns.to_path_buf(),
+                        container_ifname: e.ifname.clone(),
+                        mtu: n.mtu,
+                        mac: e
+                            .ip(false)
+                            .or(e.ip(true))
+                            .map(|a| mac_for(a.addr()))
+                            .unwrap_or([0x02, 0x42, 0, 0, 0, 0]),
+                        addresses: e.addresses.clone(),
+                        default_gateways: if e.is_gateway {
+                            e.gateways.clone()
+                        } else {
+                            vec![]
+                        },
+                    })
+                    .await?;
+                undo.push(Undo::Veth(e.host_veth.clone()));
+            }
+            cur.endpoints.extend(new.iter().cloned());
+            cur.ports.extend(published.iter().copied());
+            self.store.put_container(container_id, &cur)?;
+            undo.push(Undo::StoreContainer(prev.clone()));
+            if !published.is_empty() {
+                self.apply_firewall()?;
+            }
+            Ok(new)
+        }
+        .await;
+        if res.is_err() {
+            let had_ports =
+                undo.iter().any(|u| matches!(u, Undo::StoreContainer(_))) && !ports.is_empty();
+            self.undo(container_id, undo).await;
+            if had_ports {
+                if let Err(e) = self.apply_firewall() {
+                    tracing::warn!("firewall after rollback: {e}");
+                }
+            }
+        }
+        res
+    }
+
+    /// `network disconnect`: remove one endpoint. Ports published through
+    /// it go with it.
+    pub async fn disconnect(&self, container_id: &str, network: &str) -> Result<()> {
+        let n = self.store.resolve(network)?;
+        let mut cur = self.store.container(container_id)?.unwrap_or_default();
+        let Some(pos) = cur.endpoints.iter().position(|e| e.network_id == n.id) else {
+            return Err(BridgeError::NotAttached {
+                container: container_id.to_string(),
+                network: n.name,
+            });
+        };
+        let ep = cur.endpoints.remove(pos);
+        let dropped = if ep.is_gateway {
+            std::mem::take(&mut cur.ports)
+        } else {
+            vec![]
+        };
+        self.store.put_container(container_id, &cur)?;
+        let mut errs: Vec<BridgeError> = Vec::new();
+        if !dropped.is_empty() {
+            self.ports.release_ports(container_id, &dropped);
+            if let Err(e) = self.apply_firewall() {
+                errs.push(e);
+            }
+        }
+        if let Err(e) = self.links.delete_link(&ep.host_veth).await {
+            errs.push(e.into());
+        }
+        if let Err(e) = self.ipam.release(&n.id, container_id) {
+            errs.push(e.into());
+        }
+        match errs.into_iter().next() {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Undo every attach of the container: ports, firewall, veths,
+    /// addresses. Safe for a container never (or partly) attached; keeps
+    /// going past errors and returns all of them.
+    pub async fn detach(&self, container_id: &str) -> Vec<BridgeError> {
+        let mut errs: Vec<BridgeError> = Vec::new();
+        let rec = match self.store.remove_container(container_id) {
+            Ok(r) => r,
+            Err(e) => {
+                errs.push(e.into());
+                None
+            }
+        };
+        let released = self.ports.release(container_id);
+        if released > 0 || rec.as_ref().is_some_and(|r| !r.ports.is_empty()) {
+            if let Err(e) = self.apply_firewall() {
+                errs.push(e);
+            }
+        }
+        let mut nets: BTreeSet<String> = rec
+            .iter()
+            .flat_map(|r| r.endpoints.iter().map(|e| e.network_id.clone()))
+            .collect();
+        match self.ipam.allocations(None) {
+            Ok(rows) => nets.extend(
+                rows.into_iter()
+                    .filter(|(_, c, _)| c == container_id)
+                    .map(|(n, _, _)| n),
+            ),
+            Err(e) => errs.push(e.into()),
+        }
+        for n in nets {
+            if let Err(e) = self
+                .links
+                .delete_link(&host_veth_name(container_id, &n))
+                .await
+            {
+                errs.push(e.into());
+            }
+            if let Err(e) = self.ipam.release(&n, container_id) {
+                errs.push(e.into());
+            }
+        }
+        errs
+    }
+
+    /// Bring the kernel and the records in line with `live` (the ids of
+    /// containers that exist and may be running): create the default
+    /// network, drop records and addresses of other containers, delete
+    /// their veths and the bridges of networks that no longer exist,
+    /// recreate missing bridges, re-apply the whole firewall. Daemon start
+    /// and `network reload`.
+    pub async fn reconcile(&self, live: &HashSet<String>) -> Result<ReconcileReport> {
+        let mut rep = ReconcileReport::default();
+        if let Err(e) = self.ensure_default_network().await {
+            rep.errors.push(format!("default network: {e}"));
+        }
+        let _g = self.net_lock.lock().await;
+        let nets = self.store.list()?;
+        let net_ids: HashSet<&str> = nets.iter().map(|n| n.id.as_str()).collect();
+
+        // Records of dead containers.
+        let containers = self.store.containers()?;
+        for cid in containers.keys().filter(|c| !live.contains(*c)) {
+            self.store.remove_container(cid)?;
+            rep.dropped_containers.push(cid.clone());
+        }
+        // Endpoints on networks that vanished (crash in the middle of rm).
+        for (cid, c) in containers.iter().filter(|(c, _)| live.contains(*c)) {
+            let mut c2 = c.clone();
+            c2.endpoints
+                .retain(|e| net_ids.contains(e.network_id.as_str()));
+            if c2.gateway_endpoint().is_none() {
+                c2.ports.clear();
+            }
+            if &c2 != c {
+                self.store.put_container(cid, &c2)?;
+            }
+        }
+        // Addresses.
+        rep.released = self.ipam.reconcile(live)?;
+        for (id, _) in self.ipam.networks()? {
+            if net_ids.contains(id.as_str()) {
+                continue;
+            }
+            for (n, c, _) in self.ipam.allocations(Some(&id))? {
+                self.ipam.release(&n, &c)?;
+                rep.released.push((n, c));
+            }
+            self.ipam.remove_network(&id)?;
+        }
+        // Ports.
+        self.ports.clear();
+        let containers = self.store.containers()?;
+        for (cid, c) in &containers {
+            self.ports.restore(cid, &c.ports);
+        }
+        // Links: veths of dead containers, bridges of removed networks.
+        let mut keep: HashSet<String> = HashSet::new();
+        for cid in live {
+            for n in &nets {
+                keep.insert(host_veth_name(cid, &n.id));
+            }
+        }
+        let owned = self.store.owned_bridges()?;
+        for l in self.links.list_links().await? {
+            let stale_veth = l.name.starts_with(HOST_VETH_PREFIX)
+                && l.kind.as_deref() == Some("veth")
+                && !keep.contains(&l.name);
+            let stale_bridge = owned
+                .get(&l.name)
+                .is_some_and(|nid| !net_ids.contains(nid.as_str()));
+            if stale_veth || stale_bridge {
+                match self.links.delete_link(&l.name).await {
+                    Ok(_) => rep.deleted_links.push(l.name.clone()),
+                    Err(e) => rep.errors.push(format!("delete {}: {e}", l.name)),
+                }
+            }
+        }
+        for (b, nid) in &owned {
+            if !net_ids.contains(nid.as_str()) {
+                self.store.disown_bridge(b)?;
+            }
+        }
+        // Bridges of existing networks (gone after a reboot).
+        let owned = self.store.owned_bridges()?;
+        let present: HashSet<String> = self
+            .links
+            .list_links()
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        for n in &nets {
+            if !present.contains(&n.bridge) && !owned.contains_key(&n.bridge) {
+                self.store.own_bridge(&n.bridge, &n.id)?;
+            }
+            if let Err(e) = self.setup_bridge(n).await {
+                rep.errors
+                    .push(format!("bridge {} of {}: {e}", n.bridge, n.name));
+            }
+        }
+        // Firewall, in full.
+        {
+            let _f = self.fw_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.firewall.reload(&self.desired_state()?)?;
+        }
+        Ok(rep)
+    }
+}
+
+/// The gateway address with its subnet's prefix, as set on the bridge.
+fn gateway_net(s: &SubnetConfig) -> IpNet {
+    IpNet::new(s.gateway, s.subnet.prefix_len()).expect("prefix of a valid subnet")
+}
+
+/// Docker's `NetworkSettings.Networks[name]` for an endpoint.
+pub fn endpoint_settings(e: &Endpoint) -> EndpointSettings {
+    let v4 = e.ip(false);
+    let v6 = e.ip(true);
+    let s = |v: Option<String>| Some(v.unwrap_or_default());
+    let static4 = e.static_ips.iter().find(|i| i.is_ipv4());
+    let static6 = e.static_ips.iter().find(|i| i.is_ipv6());
+    EndpointSettings {
+        ipam_config: (!e.static_ips.is_empty()).then(|| EndpointIpamConfig {
+            ipv4_address: static4.map(|i| i.to_string()),
+            ipv6_address: static6.map(|i| i.to_string()),
+            link_local_ips: None,
+        }),
+        links: None,
+        mac_address: Some(e.mac.clone()),
+        aliases: (!e.aliases.is_empty()).then(|| e.aliases.clone()),
+        driver_opts: None,
+        gw_priority: Some(0),
+        network_id: Some(e.network_id.clone()),
+        endpoint_id: Some(e.endpoint_id.clone()),
+        gateway: s(e.gateway(false).map(|g| g.to_string())),
+        ip_address: s(v4.map(|a| a.addr().to_string())),
+        ip_prefix_len: Some(v4.map(|a| a.prefix_len() as i64).unwrap_or(0)),
+        ipv6_gateway: s(e.gateway(true).map(|g| g.to_string())),
+        global_ipv6_address: s(v6.map(|a| a.addr().to_string())),
+        global_ipv6_prefix_len: Some(v6.map(|a| a.prefix_len() as i64).unwrap_or(0)),
+        dns_names: None,
+    }
+}
+
+/// `NetworkSettings.Networks` of a container, by network name.
+pub fn networks_settings(c: &ContainerNet) -> HashMap<String, EndpointSettings> {
+    c.endpoints
+        .iter()
+        .map(|e| (e.network_name.clone(), endpoint_settings(e)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::LinkSummary;
+    use crate::ports::{parse_publish, Proto};
+    use async_trait::async_trait;
+    use serde_json::{json, Value};
+
+    #[derive(Default)]
+    struct LinkState {
+        /// name -> (kind, bridge it is on)
+        links: BTreeMap<String, (String, Option<String>)>,
+        veths: BTreeMap<String, VethSpec>,
+        bridges: BTreeMap<String, BridgeSpec>,
+        routes: Vec<IpNet>,
+        /// create_veth fails for this bridge.
+        fail_bridge: Option<String>,
+    }
+
+    struct FakeLinks {
+        st: Mutex<LinkState>,
+        sysctl: PathBuf,
+    }
+
+    #[async_trait]
+    impl LinkOps for FakeLinks {
+        async fn ensure_bridge(&self, spec: &BridgeSpec) -> crate::netlink::Result<u32> {
+            check_ifname(&spec.name)?;
+            let d = self.sysctl.join("net/ipv4/conf").join(&spec.name);
+            std::fs::create_dir_all(&d).unwrap();
+            if !d.join("route_localnet").exists() {
+                std::fs::write(d.join("route_localnet"), "0").unwrap();
+            }
+            let mut st = self.st.lock().unwrap();
+            st.links.insert(spec.name.clone(), ("bridge".into(), None));
+            st.bridges.insert(spec.name.clone(), spec.clone());
+            Ok(1)
+        }
+        async fn delete_link(&self, name: &str) -> crate::netlink::Result<bool> {
+            let mut st = self.st.lock().unwrap();
+            st.veths.remove(name);
+            st.bridges.remove(name);
+            Ok(st.links.remove(name).is_some())
+        }
+        async fn create_veth(&self, spec: &VethSpec) -> crate::netlink::Result<()> {
+            let mut st = self.st.lock().unwrap();
+            if !st.bridges.contains_key(&spec.bridge) {
+                return Err(NetlinkError::NotFound(spec.bridge.clone()));
+            }
+            if st.fail_bridge.as_deref() == Some(spec.bridge.as_str()) {
+                return Err(NetlinkError::Op {
+                    op: format!("create veth {}", spec.host_name),
+                    err: "injected".into(),
+                });
+            }
+            if st.links.contains_key(&spec.host_name) {
+                return Err(NetlinkError::Exists(spec.host_name.clone()));
+            }
+            st.links.insert(
+                spec.host_name.clone(),
+                ("veth".into(), Some(spec.bridge.clone())),
+            );
+            st.veths.insert(spec.host_name.clone(), spec.clone());
+            Ok(())
+        }
+        async fn list_links(&self) -> crate::netlink::Result<Vec<LinkSummary>> {
+            let st = self.st.lock().unwrap();
+            Ok(st
+                .links
+                .iter()
+                .enumerate()
+                .map(|(i, (n, (k, _)))| LinkSummary {
+                    index: i as u32 + 1,
+                    name: n.clone(),
+                    kind: Some(k.clone()),
+                    controller: None,
+                    up: true,
+                    mtu: None,
+                    mac: None,
+                })
+                .collect())
+        }
+        async fn routes(&self) -> crate::netlink::Result<Vec<IpNet>> {
+            Ok(self.st.lock().unwrap().routes.clone())
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeNft {
+        batches: Mutex<Vec<Value>>,
+        fail: Mutex<bool>,
+        present: Mutex<bool>,
+    }
+    impl NftRunner for FakeNft {
+        fn apply(&self, batch: &Value) -> crate::firewall::Result<()> {
+            if *self.fail.lock().unwrap() {
+                return Err(FirewallError::Nft("injected".into()));
+            }
+            self.batches.lock().unwrap().push(batch.clone());
+            *self.present.lock().unwrap() = true;
+            Ok(())
+        }
+        fn list(&self, args: &[&str]) -> crate::firewall::Result<Value> {
+            if args[1] == "table" && *self.present.lock().unwrap() {
+                return Ok(json!({"nftables": []}));
+            }
+            Err(FirewallError::Nft("No such file or directory".into()))
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeProbe(Mutex<HashSet<u16>>);
+    impl PortProbe for FakeProbe {
+        fn check(&self, _: Proto, _: IpAddr, port: u16) -> std::io::Result<()> {
+            if self.0.lock().unwrap().contains(&port) {
+                Err(std::io::ErrorKind::AddrInUse.into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    type Nets = BridgeNetworks<FakeLinks, FakeNft, FakeProbe>;
+
+    fn sysctl_dir(root: &Path) {
+        for f in ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"] {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "0").unwrap();
+        }
+    }
+
+    fn open_at(dir: &Path, links: LinkState) -> Nets {
+        let sys = dir.join("sys");
+        sysctl_dir(&sys);
+        let mut cfg = BridgeConfig::new(dir.join("data"));
+        cfg.sysctl_root = sys.clone();
+        cfg.port_range = (30000, 30009);
+        BridgeNetworks::open(
+            cfg,
+            FakeLinks {
+                st: Mutex::new(links),
+                sysctl: sys,
+            },
+            FakeNft::default(),
+            FakeProbe::default(),
+        )
+        .unwrap()
+    }
+
+    fn create(name: &str, subnet: Option<&str>) -> CreateNetwork {
+        CreateNetwork {
+            name: name.into(),
+            subnets: subnet
+                .map(|s| vec![SubnetRequest::parse(Some(s), None, None).unwrap()])
+                .unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    fn link_names(n: &Nets) -> Vec<String> {
+        n.links().st.lock().unwrap().links.keys().cloned().collect()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn create_validates_first_and_records_everything() {
+        let d = tempfile::tempdir().unwrap();
+        let n = open_at(
+            d.path(),
+            LinkState {
+                routes: vec!["10.50.0.0/16".parse().unwrap()],
+                ..Default::default()
+            },
+        );
+        let def = n.ensure_default_network().await.unwrap().unwrap();
+        assert_eq!(def.name, "bridge");
+        assert_eq!(def.bridge, "shibafu0");
+        assert_eq!(def.subnets[0].subnet.to_string(), "172.17.0.0/16");
+        assert_eq!(def.subnets[0].gateway, ip("172.17.0.1"));
+        assert!(def.default);
+        // Idempotent.
+        assert_eq!(
+            n.ensure_default_network().await.unwrap().unwrap().id,
+            def.id
+        );
+        let sys = d.path().join("sys");
+        assert_eq!(
+            std::fs::read_to_string(sys.join("net/ipv4/ip_forward")).unwrap(),
+            "1"
+        );
+        assert_eq!(
+            std::fs::read_to_string(sys.join("net/ipv4/conf/shibafu0/route_localnet")).unwrap(),
+            "1"
+        );
+
+        let mut req = create("frontend", Some("172.21.0.0/24"));
+        req.options.insert(OPT_MTU.into(), "1400".into());
+        req.labels.insert("a".into(), "b".into());
+        req.ipv6 = true;
+        let f = n.create_network(req).await.unwrap();
+        assert_eq!(f.bridge, format!("br-{}", &f.id[..12]));
+        assert_eq!(f.mtu, Some(1400));
+        assert!(f.ipv6);
+        assert_eq!(f.subnets.len(), 2);
+        assert_eq!(f.subnets[1].subnet.prefix_len(), 64);
+        {
+            let st = n.links().st.lock().unwrap();
+            let b = &st.bridges[&f.bridge];
+            assert_eq!(b.mtu, Some(1400));
+            assert_eq!(b.addresses[0].to_string(), "172.21.0.1/24");
+            assert_eq!(b.mac, Some([0x02, 0x42, 172, 21, 0, 1]));
+        }
+        assert_eq!(
+            std::fs::read_to_string(sys.join("net/ipv6/conf/all/forwarding")).unwrap(),
+            "1"
+        );
+        let st = n.desired_state().unwrap();
+        assert_eq!(st.networks.len(), 2);
+        assert_eq!(n.network(&f.id[..6]).unwrap().name, "frontend");
+        assert_eq!(n.store().owned_bridges().unwrap()[&f.bridge], f.id);
+
+        // Bad input: nothing made.
+        let before = (link_names(&n), n.ipam().networks().unwrap().len());
+        let cases: Vec<(CreateNetwork, &str)> = vec![
+            (
+                create("frontend", None),
+                "network with name frontend already exists",
+            ),
+            (
+                create("bridge", None),
+                "network with name bridge already exists",
+            ),
+            (
+                create("host", None),
+                "operation is not permitted on predefined host network",
+            ),
+            (create("bad name", None), "invalid network name"),
+            (
+                CreateNetwork {
+                    driver: Some("overlay".into()),
+                    ..create("x", None)
+                },
+                "driver \"overlay\" is not supported",
+            ),
+            (
+                CreateNetwork {
+                    options: BTreeMap::from([(OPT_MTU.to_string(), "9x".to_string())]),
+                    ..create("x", None)
+                },
+                "invalid option com.docker.network.driver.mtu=9x",
+            ),
+            (
+                CreateNetwork {
+                    options: BTreeMap::from([(
+                        OPT_BRIDGE_NAME.to_string(),
+                        "shibafu0".to_string(),
+                    )]),
+                    ..create("x", None)
+                },
+                "bridge shibafu0 is already used by network bridge",
+            ),
+            (
+                create("x", Some("172.21.0.0/16")),
+                "overlaps subnet 172.21.0.0/24 of network",
+            ),
+            (
+                create("x", Some("10.50.1.0/24")),
+                "overlaps route 10.50.0.0/16 on the host",
+            ),
+            (
+                CreateNetwork {
+                    subnets: vec![SubnetRequest::parse(
+                        Some("10.9.0.0/24"),
+                        Some("10.8.0.1"),
+                        None,
+                    )
+                    .unwrap()],
+                    ..create("x", None)
+                },
+                "gateway 10.8.0.1 is outside subnet 10.9.0.0/24",
+            ),
+        ];
+        for (req, msg) in cases {
+            let e = n.create_network(req).await.unwrap_err().to_string();
+            assert!(e.contains(msg), "{e} !~ {msg}");
+        }
+        assert_eq!(before, (link_names(&n), n.ipam().networks().unwrap().len()));
+        assert_eq!(n.networks().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn create_rolls_back_when_the_firewall_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let n = open_at(d.path(), LinkState::default());
+        *n.firewall().runner().fail.lock().unwrap() = true;
+        let e = n
+            .create_network(create("a", Some("10.60.0.0/24")))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("injected"), "{e}");
+        assert!(link_names(&n).is_empty());
+        assert!(n.ipam().networks().unwrap().is_empty());
+        assert!(n.networks().unwrap().is_empty());
+        assert!(n.store().owned_bridges().unwrap().is_empty());
+        // Works once the firewall does.
+        *n.firewall().runner().fail.lock().unwrap() = false;
+        n.create_network(create("a", Some("10.60.0.0/24")))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn attach_publish_detach_remove() {
+        let d = tempfile::tempdir().unwrap();
+        let n = open_at(d.path(), LinkState::default());
+        n.ensure_default_network().await.unwrap();
+        let f = n
+            .create_network(create("frontend", Some("172.21.0.0/24")))
+            .await
+            .unwrap();
+        let ns = Path::new("/proc/1/ns/net");
+        let eps = n
+            .attach_netns(
+                "c1",
+                ns,
+                vec![
+                    EndpointRequest {
+                        aliases: vec!["web".into()],
+                        ips: vec![ip("172.21.0.10")],
+                        ..EndpointRequest::new("frontend")
+                    },
+                    EndpointRequest::new("bridge"),
+                ],
+                parse_publish("8080:80").unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(eps.len(), 2);
+        assert_eq!(eps[0].ifname, "eth0");
+        assert_eq!(eps[1].ifname, "eth1");
+        assert!(eps[0].is_gateway && !eps[1].is_gateway);
+        assert_eq!(eps[0].addresses[0].to_string(), "172.21.0.10/24");
+        assert_eq!(eps[1].addresses[0].to_string(), "172.17.0.2/16");
+        assert_eq!(eps[0].mac, "02:42:ac:15:00:0a");
+        {
+            let st = n.links().st.lock().unwrap();
+            let v0 = &st.veths[&eps[0].host_veth];
+            assert_eq!(v0.bridge, f.bridge);
+            assert_eq!(v0.default_gateways, vec![ip("172.21.0.1")]);
+            assert_eq!(v0.container_ifname, "eth0");
+            assert!(st.veths[&eps[1].host_veth].default_gateways.is_empty());
+        }
+        let st = n.desired_state().unwrap();
+        assert_eq!(
+            st.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            vec!["0.0.0.0:8080->172.21.0.10:80/tcp"]
+        );
+        // The last batch was a delta adding the port.
+        let last = n
+            .firewall()
+            .runner()
+            .batches
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap();
+        assert!(last.to_string().contains("8080"), "{last}");
+
+        // Same port for another container: refused, nothing left of it.
+        let links_before = link_names(&n);
+        let e = n
+            .attach_netns(
+                "c2",
+                ns,
+                vec![EndpointRequest::new("frontend")],
+                parse_publish("8080:80").unwrap(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Bind for 0.0.0.0:8080 failed: port is already allocated"
+        );
+        assert_eq!(link_names(&n), links_before);
+        assert!(n
+            .ipam()
+            .allocations(None)
+            .unwrap()
+            .iter()
+            .all(|(_, c, _)| c == "c1"));
+        assert!(n.store().container("c2").unwrap().is_none());
+        // Static address taken.
+        let e = n
+            .attach_netns(
+                "c2",
+                ns,
+                vec![EndpointRequest {
+                    ips: vec![ip("172.21.0.10")],
+                    ..EndpointRequest::new("frontend")
+                }],
+                vec![],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("already in use by container c1"),
+            "{e}"
+        );
+        // Already attached / unknown / twice.
+        let e = n
+            .attach_netns("c1", ns, vec![EndpointRequest::new("frontend")], vec![])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BridgeError::AlreadyAttached { .. }), "{e}");
+        let e = n
+            .attach_netns("c2", ns, vec![EndpointRequest::new("nope")], vec![])
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "network nope not found");
+        let e = n
+            .attach_netns(
+                "c2",
+                ns,
+                vec![
+                    EndpointRequest::new("frontend"),
+                    EndpointRequest::new(&f.id),
+                ],
+                vec![],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BridgeError::DuplicateNetwork(_)), "{e}");
+
+        // In use: refused.
+        let e = n.remove_network("frontend").await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "error while removing network: network frontend id {} has active endpoints (c1)",
+                f.id
+            )
+        );
+        let e = n.remove_network("bridge").await.unwrap_err();
+        assert!(matches!(e, BridgeError::Predefined(_)), "{e}");
+
+        // Inspect data.
+        assert_eq!(n.network_endpoints(&f.id).unwrap().len(), 1);
+        let s = networks_settings(&n.endpoints("c1").unwrap());
+        let fe = &s["frontend"];
+        assert_eq!(fe.ip_address.as_deref(), Some("172.21.0.10"));
+        assert_eq!(fe.ip_prefix_len, Some(24));
+        assert_eq!(fe.gateway.as_deref(), Some("172.21.0.1"));
+        assert_eq!(fe.aliases, Some(vec!["web".to_string()]));
+        assert_eq!(
+            fe.ipam_config.as_ref().unwrap().ipv4_address.as_deref(),
+            Some("172.21.0.10")
+        );
+        assert_eq!(s["bridge"].ipam_config, None);
+
+        // Detach: everything goes, twice is fine.
+        assert!(n.detach("c1").await.is_empty());
+        assert!(n.detach("c1").await.is_empty());
+        assert_eq!(
+            link_names(&n),
+            vec![f.bridge.clone(), "shibafu0".to_string()]
+        );
+        assert!(n.ipam().allocations(None).unwrap().is_empty());
+        assert!(n.desired_state().unwrap().ports.is_empty());
+        assert!(n.ports().reserved().is_empty());
+        // The port is free again.
+        n.attach_netns(
+            "c2",
+            ns,
+            vec![EndpointRequest::new("frontend")],
+            parse_publish("8080:80").unwrap(),
+        )
+        .await
+        .unwrap();
+        n.disconnect("c2", "frontend").await.unwrap();
+        assert!(n.ports().reserved().is_empty());
+        assert!(n.endpoints("c2").unwrap().endpoints.is_empty());
+        let e = n.disconnect("c2", "frontend").await.unwrap_err();
+        assert!(matches!(e, BridgeError::NotAttached { .. }), "{e}");
+
+        let r = n.remove_network(&f.id[..8]).await.unwrap();
+        assert_eq!(r.name, "frontend");
+        assert_eq!(link_names(&n), vec!["shibafu0".to_string()]);
+        assert!(n.ipam().network(&f.id).unwrap().is_none());
+        assert!(!n.store().owned_bridges().unwrap().contains_key(&f.bridge));
+        assert_eq!(n.desired_state().unwrap().networks.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn attach_rolls_back_a_failed_veth() {
+        let d = tempfile::tempdir().unwrap();
+        let n = open_at(d.path(), LinkState::default());
+        let a = n
+            .create_network(create("a", Some("10.61.0.0/24")))
+            .await
+            .unwrap();
+        let b = n
+            .create_network(create("b", Some("10.62.0.0/24")))
+            .await
+            .unwrap();
+        n.links().st.lock().unwrap().fail_bridge = Some(b.bridge.clone());
+        let batches = n.firewall().runner().batches.lock().unwrap().len();
+        let e = n
+            .attach_netns(
+                "c1",
+                Path::new("/proc/1/ns/net"),
+                vec![EndpointRequest::new("a"), EndpointRequest::new("b")],
+                parse_publish("80").unwrap(),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("injected"), "{e}");
+        let mut want = vec![a.bridge.clone(), b.bridge.clone()];
+        want.sort();
+        assert_eq!(link_names(&n), want);
+        assert!(n.ipam().allocations(None).unwrap().is_empty());
+        assert!(n.ports().reserved().is_empty());
+        assert!(n.store().container("c1").unwrap().is_none());
+        assert_eq!(n.firewall().runner().batches.lock().unwrap().len(), batches);
+    }
+
+    #[tokio::test]
+    async fn internal_networks_have_no_gateway_and_no_ports() {
+        let d = tempfile::tempdir().unwrap();
+        let n = open_at(d.path(), LinkState::default());
+        let mut r = create("int", Some("10.63.0.0/24"));
+        r.internal = true;
+        n.create_network(r).await.unwrap();
+        n.create_network(create("ext", Some("10.64.0.0/24")))
+            .await
+            .unwrap();
+        let ns = Path::new("/proc/1/ns/net");
+        let e = n
+            .attach_netns(
+                "c1",
+                ns,
+                vec![EndpointRequest::new("int")],
+                parse_publish("80").unwrap(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BridgeError::NoGatewayForPorts), "{e}");
+        let eps = n
+            .attach_netns(
+                "c1",
+                ns,
+                vec![EndpointRequest::new("int"), EndpointRequest::new("ext")],
+                vec![],
+            )
+            .await
+            .unwrap();
+        // The default route goes via the first network with a way out.
+        assert!(!eps[0].is_gateway && eps[1].is_gateway);
+        let st = n.links().st.lock().unwrap();
+        assert!(st.veths[&eps[0].host_veth].default_gateways.is_empty());
+        assert_eq!(
+            st.veths[&eps[1].host_veth].default_gateways,
+            vec![ip("10.64.0.1")]
+        );
+        assert!(n
+            .desired_state()
+            .unwrap()
+            .networks
+            .iter()
+            .any(|x| x.internal));
+    }
+
+    #[tokio::test]
+    async fn reconcile_after_a_crash() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = Path::new("/proc/1/ns/net");
+        let (net_id, stale_bridge, live_veth, dead_veth);
+        {
+            let n = open_at(d.path(), LinkState::default());
+            n.reconcile(&HashSet::new()).await.unwrap();
+            let a = n
+                .create_network(create("a", Some("10.70.0.0/24")))
+                .await
+                .unwrap();
+            let gone = n
+                .create_network(create("gone", Some("10.71.0.0/24")))
+                .await
+                .unwrap();
+            net_id = a.id.clone();
+            live_veth = n
+                .attach_netns(
+                    "live",
+                    ns,
+                    vec![EndpointRequest::new("a")],
+                    parse_publish("8080:80").unwrap(),
+                )
+                .await
+                .unwrap()[0]
+                .host_veth
+                .clone();
+            dead_veth = n
+                .attach_netns(
+                    "dead",
+                    ns,
+                    vec![EndpointRequest::new("a")],
+                    parse_publish("9090:80").unwrap(),
+                )
+                .await
+                .unwrap()[0]
+                .host_veth
+                .clone();
+            // A crash in the middle of `rm gone`: record gone, bridge left.
+            n.store().remove(&gone.id).unwrap();
+            stale_bridge = gone.bridge;
+        }
+        // "Reboot": the kernel lost the bridges, except stale leftovers.
+        let mut links = LinkState::default();
+        for l in [
+            &stale_bridge,
+            &live_veth,
+            &dead_veth,
+            &"vsfforeign0000".to_string(),
+            &"br-docker0000".to_string(),
+        ] {
+            let kind = if l.starts_with("vsf") {
+                "veth"
+            } else {
+                "bridge"
+            };
+            links.links.insert(l.clone(), (kind.into(), None));
+        }
+        let n = open_at(d.path(), links);
+        // Restored reservations hold before reconcile.
+        assert!(n
+            .ports()
+            .reserve("x", &parse_publish("8080:80").unwrap(), true, false)
+            .is_err());
+        let live = HashSet::from(["live".to_string()]);
+        let rep = n.reconcile(&live).await.unwrap();
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert_eq!(rep.dropped_containers, vec!["dead".to_string()]);
+        assert!(rep.released.contains(&(net_id.clone(), "dead".to_string())));
+        let mut deleted = rep.deleted_links.clone();
+        deleted.sort();
+        let mut want = vec![
+            dead_veth.clone(),
+            "vsfforeign0000".into(),
+            stale_bridge.clone(),
+        ];
+        want.sort();
+        assert_eq!(deleted, want);
+        let names = link_names(&n);
+        // Someone else's bridge is left alone; ours are back.
+        assert!(names.contains(&"br-docker0000".to_string()));
+        assert!(names.contains(&live_veth));
+        assert!(names.contains(&"shibafu0".to_string()));
+        assert!(names.contains(&format!("br-{}", &net_id[..12])));
+        // IPAM: the gone network's plan is removed, dead's address released.
+        assert!(n.ipam().networks().unwrap().len() == 2);
+        assert_eq!(n.ipam().allocations(None).unwrap().len(), 1);
+        // Ports: 9090 free, 8080 still held; the firewall has only 8080.
+        assert!(n
+            .ports()
+            .reserve("x", &parse_publish("9090:80").unwrap(), true, false)
+            .is_ok());
+        assert!(n
+            .ports()
+            .reserve("y", &parse_publish("8080:80").unwrap(), true, false)
+            .is_err());
+        let last = n
+            .firewall()
+            .runner()
+            .batches
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap();
+        let s = last.to_string();
+        assert!(s.contains("8080") && !s.contains("9090"), "{s}");
+        assert!(s.contains("\"delete\":{\"table\""), "full reload: {s}");
+
+        // Flush detection.
+        assert!(!n.ensure_firewall().unwrap());
+        *n.firewall().runner().present.lock().unwrap() = false;
+        assert!(n.ensure_firewall().unwrap());
+        assert!(!n.ensure_firewall().unwrap());
+    }
+
+    #[tokio::test]
+    async fn prune_keeps_used_default_and_protected() {
+        let d = tempfile::tempdir().unwrap();
+        let n = open_at(d.path(), LinkState::default());
+        n.ensure_default_network().await.unwrap();
+        for (name, s) in [
+            ("a", "10.80.0.0/24"),
+            ("b", "10.81.0.0/24"),
+            ("keep", "10.82.0.0/24"),
+        ] {
+            n.create_network(create(name, Some(s))).await.unwrap();
+        }
+        n.attach_netns(
+            "c1",
+            Path::new("/proc/1/ns/net"),
+            vec![EndpointRequest::new("a")],
+            vec![],
+        )
+        .await
+        .unwrap();
+        let removed = n.prune(|r| r.name == "keep").await.unwrap();
+        assert_eq!(removed, vec!["b".to_string()]);
+        let left: Vec<String> = n.networks().unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(left, vec!["a", "bridge", "keep"]);
+    }
+}
