@@ -345,6 +345,93 @@ pub trait SystemBackend: Send + Sync + 'static {
     ) -> ApiResult<BoxStream<EventMessage>>;
 }
 
+/// One rule of a network policy: traffic from `network` (name or ID), to
+/// every port when `port` is None, else to that port (`proto` "tcp"/"udp",
+/// default tcp).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyRule {
+    #[serde(rename = "Network")]
+    pub network: String,
+    #[serde(rename = "Port", default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(rename = "Proto", default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+}
+
+/// A shibafu network policy (no Docker equivalent): ingress rules for the
+/// containers of `network`. Deny rules win over allow rules; traffic
+/// matching no rule follows the network's isolation default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetworkPolicy {
+    #[serde(rename = "Id", default)]
+    pub id: String,
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "Network")]
+    pub network: String,
+    #[serde(rename = "DenyIngressFrom", default)]
+    pub deny_ingress_from: Vec<PolicyRule>,
+    #[serde(rename = "AllowIngressFrom", default)]
+    pub allow_ingress_from: Vec<PolicyRule>,
+    /// RFC 3339; set by the backend.
+    #[serde(rename = "Created", default)]
+    pub created: String,
+}
+
+/// What `network reload` (reconcile) did, for the user.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct NetworkReloadReport {
+    /// Human-readable lines: addresses released, veths/bridges removed,
+    /// rules re-applied, ...
+    #[serde(rename = "Actions", default)]
+    pub actions: Vec<String>,
+    /// Steps that failed (reconcile goes on past errors).
+    #[serde(rename = "Errors", default)]
+    pub errors: Vec<String>,
+}
+
+/// Networks: Docker's `/networks` routes plus shibafu's own
+/// (`/shibafu/networks/policies`, `/shibafu/networks/reload`).
+/// `id_or_name` accepts a full ID, a unique ID prefix or a name.
+#[async_trait]
+pub trait NetworkBackend: Send + Sync + 'static {
+    /// `GET /networks?filters=` (name, id, label, driver, type=custom|builtin,
+    /// dangling). Docker's list omits `Containers`; we fill it anyway.
+    async fn network_list(&self, filters: Filters) -> ApiResult<Vec<Network>>;
+    /// `GET /networks/{id}` with `Containers` and IPAM config (gateway filled in).
+    async fn network_inspect(&self, id_or_name: &str) -> ApiResult<Network>;
+    /// `POST /networks/create`. 409 on a duplicate name, 400 on bad input
+    /// (invalid CIDR, overlap, gateway outside subnet, bad option).
+    async fn network_create(&self, req: NetworkCreateRequest)
+        -> ApiResult<NetworkCreateResponse>;
+    /// `DELETE /networks/{id}`: 409 while containers use it (names them),
+    /// 403-equivalent Conflict for the predefined `bridge`/`host`/`none`.
+    async fn network_remove(&self, id_or_name: &str) -> ApiResult<()>;
+    /// `POST /networks/{id}/connect` (`Container`, `EndpointConfig` with
+    /// `IPAMConfig.IPv4Address/IPv6Address` and `Aliases`).
+    async fn network_connect(&self, id_or_name: &str, req: NetworkConnectRequest)
+        -> ApiResult<()>;
+    /// `POST /networks/{id}/disconnect` (`Container`, `Force`).
+    async fn network_disconnect(
+        &self,
+        id_or_name: &str,
+        req: NetworkDisconnectRequest,
+    ) -> ApiResult<()>;
+    /// `POST /networks/prune?filters=` (until, label): unused user networks.
+    async fn network_prune(&self, filters: Filters) -> ApiResult<NetworkPruneResponse>;
+
+    /// `POST /shibafu/networks/policies`: validated, then applied atomically.
+    async fn policy_create(&self, policy: NetworkPolicy) -> ApiResult<NetworkPolicy>;
+    /// `GET /shibafu/networks/policies?network=`.
+    async fn policy_list(&self, network: Option<String>) -> ApiResult<Vec<NetworkPolicy>>;
+    /// `GET /shibafu/networks/policies/{name or id}`.
+    async fn policy_inspect(&self, name_or_id: &str) -> ApiResult<NetworkPolicy>;
+    /// `DELETE /shibafu/networks/policies/{name or id}`.
+    async fn policy_remove(&self, name_or_id: &str) -> ApiResult<()>;
+    /// `POST /shibafu/networks/reload`: reconcile now.
+    async fn network_reload(&self) -> ApiResult<NetworkReloadReport>;
+}
+
 /// Everything the HTTP layer serves.
 #[derive(Clone)]
 pub struct Backends {

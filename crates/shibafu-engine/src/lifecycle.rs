@@ -770,6 +770,15 @@ impl Engine {
         if let Some(h) = c.health_task.lock().take() {
             h.abort();
         }
+        // A wait that failed (connection lost around the exit) is not a dead
+        // supervisor when the supervisor recorded the real status: prefer it.
+        let exit = if exit.code == crate::recovery::LOST_EXIT_CODE && exit.error.is_some() {
+            self.runtime
+                .read_exit_status(&self.run_dirs(&c.id))
+                .unwrap_or(exit)
+        } else {
+            exit
+        };
         let before = c.rec();
         for e in self.teardown(&before).await {
             tracing::warn!(container = %c.id, error = %e, "teardown after exit");
@@ -1375,6 +1384,65 @@ mod tests {
             (Some(50_000), Some(100_000))
         );
         assert_eq!(cpu_quota_period(0, 0, 0), (None, None));
+    }
+
+    /// A wait that lost its connection around the exit (seen under load as
+    /// 137 for `run --rm ... cat` that exited 0) yields to the exit status
+    /// the supervisor recorded.
+    #[tokio::test]
+    async fn lost_wait_prefers_the_recorded_exit_status() {
+        use crate::fakes::{FakeImages, FakeRootfs, FakeRuntime};
+        use shibafu_api::ContainerBackend;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::EngineConfig {
+            data_root: dir.path().join("data"),
+            exec_root: dir.path().join("run"),
+            exe: "/bin/false".into(),
+            default_log_max_size: None,
+            default_log_max_file: 1,
+            init_path: None,
+        };
+        let rt = Arc::new(FakeRuntime::default());
+        let e = Engine::with_parts(
+            cfg,
+            Arc::new(FakeImages),
+            Arc::new(FakeRootfs::default()),
+            rt.clone(),
+        )
+        .await
+        .unwrap();
+        let body = bollard_stubs::models::ContainerCreateBody {
+            image: Some("busybox".into()),
+            cmd: Some(vec!["sleep".into(), "100".into()]),
+            ..Default::default()
+        };
+        let id = e.container_create(Some("x".into()), body).await.unwrap().id;
+        e.container_start("x").await.unwrap();
+        let c = e.lookup("x").unwrap();
+        let lost = || ExitInfo {
+            code: crate::recovery::LOST_EXIT_CODE,
+            error: Some("supervisor died: container has exited".into()),
+            finished_at: Some(Utc::now()),
+            ..Default::default()
+        };
+        // Without a recorded status the loss stands.
+        e.handle_exit(&c, lost()).await;
+        let st = c.rec().state;
+        assert_eq!((st.status, st.exit_code), (Status::Exited, 137));
+
+        e.container_start("x").await.unwrap();
+        rt.exit_files.lock().insert(
+            e.run_dirs(&id).run_dir,
+            ExitInfo {
+                code: 0,
+                ..Default::default()
+            },
+        );
+        e.handle_exit(&c, lost()).await;
+        let st = c.rec().state;
+        assert_eq!((st.status, st.exit_code), (Status::Exited, 0));
+        assert_eq!(st.error, "");
+        e.shutdown().await;
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub enum ClientError {
     /// The configuration cannot become a valid container.
     #[error("{0}")]
     Spec(#[from] SpecError),
+    /// The rootfs or namespaces could not be prepared (e.g. the working
+    /// directory is a file).
+    #[error("{0}")]
+    Prepare(#[from] crate::prepare::PrepareError),
     /// The supervisor is not running (the container is not running).
     #[error("the container's supervisor is not running")]
     Gone,
@@ -81,6 +85,13 @@ fn spawn_blocking(
 ) -> Result<Supervisor, ClientError> {
     let host = HostInfo::detect();
     let spec = crate::spec::build_spec_json(cfg, &host)?;
+    let user = &spec["process"]["user"];
+    crate::prepare::ensure_workdir(
+        &cfg.rootfs,
+        &cfg.process.cwd,
+        user["uid"].as_u64().unwrap_or(0) as u32,
+        user["gid"].as_u64().unwrap_or(0) as u32,
+    )?;
     if crate::supervisor::live_supervisor_pid(dirs).is_some() {
         return Err(ClientError::Runtime(format!(
             "container {} already has a running supervisor",

@@ -23,6 +23,7 @@ pub mod cgroups;
 pub mod client;
 pub mod config;
 pub mod logfile;
+pub mod prepare;
 pub mod proto;
 pub mod seccomp;
 pub mod spec;

@@ -44,6 +44,9 @@ const CHUNK: usize = 16 * 1024;
 const BACKPRESSURE: usize = 256 * 1024;
 /// How long to keep draining output after the process died.
 const DRAIN: Duration = Duration::from_secs(2);
+/// How long a finishing supervisor waits for the request of a client that
+/// connected but has not written yet.
+const SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -712,6 +715,15 @@ impl Supervisor {
             }
         };
         let init_pid = container.pid().map(|p| p.as_raw()).unwrap_or(-1);
+        // A fresh network namespace has `lo` down; Docker brings it up.
+        if matches!(cfg.network, crate::config::NetworkMode::None) {
+            if let Err(e) = crate::prepare::loopback_up(init_pid) {
+                let mut c = container;
+                let _ = c.delete(true);
+                let _ = std::fs::remove_file(&console_path);
+                return Err(SupervisorError::Create(e.to_string()));
+            }
+        }
 
         let mut master = None;
         if let Some(l) = console {
@@ -1667,6 +1679,56 @@ impl Supervisor {
         self.set_role(ci, Role::Closing);
     }
 
+    /// Reads the first request of connections accepted but still silent,
+    /// for at most `limit`. A client connects and writes its request in two
+    /// steps; under CPU load it can be preempted in between, and answering
+    /// such a connection "container has exited" made the engine's Wait
+    /// fail and record 137 for a container that exited 0.
+    fn settle_new_conns(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.accept();
+            let pending: Vec<usize> = (0..self.conns.len())
+                .filter(|&ci| matches!(self.conns[ci].as_ref().map(|c| &c.role), Some(Role::New)))
+                .collect();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if pending.is_empty() || left.is_zero() {
+                return;
+            }
+            let mut fds: Vec<libc::pollfd> = pending
+                .iter()
+                .filter_map(|&ci| self.conns[ci].as_ref())
+                .map(|c| libc::pollfd {
+                    fd: c.sock.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            fds.push(libc::pollfd {
+                fd: self.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+            for (&ci, p) in pending.iter().zip(fds.iter()) {
+                if p.revents == 0 {
+                    continue;
+                }
+                if p.revents & libc::POLLIN != 0 {
+                    self.read_conn(ci);
+                }
+                let still_new = matches!(
+                    self.conns.get(ci).and_then(|c| c.as_ref()).map(|c| &c.role),
+                    Some(Role::New)
+                );
+                if still_new && p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                    self.drop_conn(ci);
+                }
+            }
+        }
+    }
+
     /// The container is gone: record, clean up, tell everyone, exit.
     fn finish(&mut self) {
         let _ = self.log.flush_partial();
@@ -1689,12 +1751,7 @@ impl Supervisor {
         unmount(&self.cfg.rootfs);
         // Take requests that arrived meanwhile, then stop listening: later
         // clients find exit.json instead.
-        self.accept();
-        for ci in 0..self.conns.len() {
-            if matches!(self.conns[ci].as_ref().map(|c| &c.role), Some(Role::New)) {
-                self.read_conn(ci);
-            }
-        }
+        self.settle_new_conns(SETTLE);
         let _ = std::fs::remove_file(self.dirs.socket());
         let _ = std::fs::remove_file(self.dirs.pid_file());
         let _ = std::fs::remove_dir(&self.dirs.run_dir);
