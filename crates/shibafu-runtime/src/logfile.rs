@@ -105,7 +105,18 @@ impl LogWriter {
         }
     }
 
-    fn push_entry(&mut self, stream: OutputStream, line: &[u8], time: &str) {
+    /// Appends one entry to the pending writes. Rotation is decided per
+    /// entry, as Docker's json-file does: when this entry would take the file
+    /// past `max-size`, what is pending goes to the current file, the file
+    /// rotates and this entry starts the new one (an entry larger than
+    /// max-size on its own still goes whole).
+    fn push_entry(
+        &mut self,
+        stream: OutputStream,
+        line: &[u8],
+        time: &str,
+    ) -> Result<(), LogError> {
+        let start = self.scratch.len();
         let log = String::from_utf8_lossy(line);
         let e = EntryOut {
             log: &log,
@@ -114,6 +125,16 @@ impl LogWriter {
         };
         let _ = serde_json::to_writer(&mut self.scratch, &e);
         self.scratch.push(b'\n');
+        if let Some(max) = self.max_size {
+            let before = self.size + start as u64;
+            if before > 0 && before + (self.scratch.len() - start) as u64 > max {
+                let this = self.scratch.split_off(start);
+                self.write_scratch()?;
+                self.rotate()?;
+                self.scratch = this;
+            }
+        }
+        Ok(())
     }
 
     /// Logs a chunk of output: complete lines become entries; an
@@ -128,23 +149,23 @@ impl LogWriter {
         while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
             let (line, tail) = rest.split_at(nl + 1);
             if self.partial[i].is_empty() {
-                self.push_entry(stream, line, &time);
+                self.push_entry(stream, line, &time)?;
             } else {
                 let mut full = std::mem::take(&mut self.partial[i]);
                 full.extend_from_slice(line);
-                self.push_entry(stream, &full, &time);
+                self.push_entry(stream, &full, &time)?;
             }
             rest = tail;
         }
         self.partial[i].extend_from_slice(rest);
         while self.partial[i].len() >= MAX_PARTIAL {
             let chunk: Vec<u8> = self.partial[i].drain(..MAX_PARTIAL).collect();
-            self.push_entry(stream, &chunk, &time);
+            self.push_entry(stream, &chunk, &time)?;
         }
         if self.partial[i].capacity() > MAX_PARTIAL * 2 {
             self.partial[i].shrink_to(MAX_PARTIAL);
         }
-        self.flush_scratch()
+        self.write_scratch()
     }
 
     /// Writes out unterminated lines (at exit).
@@ -154,20 +175,17 @@ impl LogWriter {
             let i = Self::idx(stream);
             if !self.partial[i].is_empty() {
                 let p = std::mem::take(&mut self.partial[i]);
-                self.push_entry(stream, &p, &time);
+                self.push_entry(stream, &p, &time)?;
             }
         }
-        self.flush_scratch()
+        self.write_scratch()
     }
 
-    fn flush_scratch(&mut self) -> Result<(), LogError> {
+    /// Writes the pending entries to the current file (rotation was already
+    /// decided entry by entry).
+    fn write_scratch(&mut self) -> Result<(), LogError> {
         if self.scratch.is_empty() {
             return Ok(());
-        }
-        if let Some(max) = self.max_size {
-            if self.size > 0 && self.size + self.scratch.len() as u64 > max {
-                self.rotate()?;
-            }
         }
         let res = match self.file.as_mut() {
             Some(f) => f.write_all(&self.scratch),
@@ -514,6 +532,24 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].bytes.len(), MAX_PARTIAL);
         assert_eq!(&all[1].bytes[..], &b"aaaaaaaaaa\n"[..]);
+    }
+
+    /// One read can carry many lines; max-size holds per entry, not per read.
+    #[test]
+    fn one_big_chunk_still_rotates_at_max_size() {
+        let d = tempfile::tempdir().unwrap();
+        let c = cfg(d.path(), Some(2048), 2);
+        let mut w = LogWriter::open(&c).unwrap();
+        let chunk: String = (1..=500).map(|i| format!("line-{i}\n")).collect();
+        w.write(OutputStream::Stdout, chunk.as_bytes()).unwrap();
+        for p in [c.path.clone(), rotated_path(&c.path, 1)] {
+            let len = std::fs::metadata(&p).unwrap().len();
+            assert!(len > 0 && len <= 2048, "{} is {len} bytes", p.display());
+        }
+        assert!(!rotated_path(&c.path, 2).exists());
+        let all = read_log(&c, &ReadOptions::default());
+        assert_eq!(&all.last().unwrap().bytes[..], b"line-500\n");
+        assert!(all.len() < 500);
     }
 
     #[test]

