@@ -5,13 +5,14 @@
 //! Durability: an fsync costs 0.5-10 ms on this kind of disk and a
 //! `run --rm` writes its record five times. What a user asked for (a new
 //! record, a rename or config change, a delete, volumes) is committed
-//! durably before the call returns. A change of only the run state
-//! (`state`, `restart_count`: started, exited, restarting) is committed
-//! without fsync and made durable by a flusher thread within
-//! [`FLUSH_DELAY`] (or sooner, by the next durable commit). Every commit is
-//! atomic either way, so a crash loses at most the last state changes, never
-//! consistency; recovery re-learns run state from the supervisors and their
-//! exit files anyway. A write that changes nothing is skipped.
+//! durably before the call returns, and so is a container becoming running
+//! or paused (restart policies after a crash depend on it). A change of
+//! only the run state to exited/restarting/dead is committed without fsync
+//! and made durable by a flusher thread within [`FLUSH_DELAY`] (or sooner,
+//! by the next durable commit). Every commit is atomic either way, so a
+//! crash loses at most such state changes, never
+//! consistency; recovery re-learns them from the supervisors and their exit
+//! files. A write that changes nothing is skipped.
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
@@ -128,6 +129,18 @@ impl Drop for Store {
     }
 }
 
+/// A run state recovery can re-learn if it is lost: an exit (the
+/// supervisor's exit file, or its absence, tells) or a pending restart. A
+/// container that became running or paused must be known as such after a
+/// crash: a `--restart always` container killed while the daemon is down
+/// is restarted only if its record says it was running.
+fn relearnable(rec: &ContainerRecord) -> bool {
+    !matches!(
+        rec.state.status,
+        crate::model::Status::Running | crate::model::Status::Paused
+    )
+}
+
 /// The record without its run state: equal for two versions of a record
 /// iff they differ only in what a start/stop/exit changes.
 fn identity(rec: &ContainerRecord) -> Result<Vec<u8>> {
@@ -192,7 +205,7 @@ impl Store {
             }
             let old = old.and_then(|v| serde_json::from_slice::<ContainerRecord>(&v).ok());
             durable = match &old {
-                Some(old) => identity(old)? != identity(rec)?,
+                Some(old) => identity(old)? != identity(rec)? || !relearnable(rec),
                 None => true,
             };
             t.insert(rec.id.as_str(), json.as_slice())?;
@@ -322,6 +335,25 @@ mod tests {
 
     fn pending(s: &Store) -> bool {
         s.inner.flush.lock().unwrap().dirty_since.is_some()
+    }
+
+    #[test]
+    fn becoming_running_is_durable_exiting_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("state.redb")).unwrap();
+        let mut rec = ContainerRecord {
+            id: "c".repeat(64),
+            name: "svc".into(),
+            ..Default::default()
+        };
+        s.put_container(&rec).unwrap();
+        rec.state.status = crate::model::Status::Running;
+        rec.state.pid = 7;
+        s.put_container(&rec).unwrap();
+        assert!(!pending(&s), "running must survive a daemon crash");
+        rec.state.status = crate::model::Status::Exited;
+        s.put_container(&rec).unwrap();
+        assert!(pending(&s), "an exit is re-learnt from the supervisor");
     }
 
     #[test]
