@@ -384,7 +384,10 @@ mod tests {
             s.put_container(&rec).unwrap();
             rec.name = "job2".into();
             s.put_container(&rec).unwrap();
-            assert!(!pending(&s), "a rename is durable and persists the state change too");
+            assert!(
+                !pending(&s),
+                "a rename is durable and persists the state change too"
+            );
             rec.state.pid = 44;
             s.put_container(&rec).unwrap();
             // Dropped with a change pending: the drop flushes it.
@@ -395,7 +398,10 @@ mod tests {
         assert_eq!(recs[0].state.pid, 44);
         assert_eq!(recs[0].restart_count, 1);
         assert_eq!(recs[0].name, "job2");
-        assert_eq!(s.names().unwrap(), vec![("job2".to_string(), "b".repeat(64))]);
+        assert_eq!(
+            s.names().unwrap(),
+            vec![("job2".to_string(), "b".repeat(64))]
+        );
     }
 
     #[test]
