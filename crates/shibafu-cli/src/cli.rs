@@ -104,6 +104,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: VolumeCmd,
     },
+    /// Manage networks
+    Network {
+        #[command(subcommand)]
+        cmd: NetworkCmd,
+    },
     /// run the shibafu daemon (see shibafu daemon --help)
     #[command(disable_help_flag = true)]
     Daemon {
@@ -196,6 +201,207 @@ pub enum VolumeCmd {
     Rm(VolumeRmArgs),
     /// Remove unused local volumes
     Prune(VolumePruneArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network
+    Create(NetworkCreateArgs),
+    /// List networks
+    #[command(visible_alias = "list")]
+    Ls(NetworkLsArgs),
+    /// Display detailed information on one or more networks
+    Inspect(NetworkInspectArgs),
+    /// Remove one or more networks
+    #[command(visible_alias = "remove")]
+    Rm(NetworkRmArgs),
+    /// Remove all unused networks
+    Prune(PruneArgs),
+    /// Connect a container to a network
+    Connect(NetworkConnectArgs),
+    /// Disconnect a container from a network
+    Disconnect(NetworkDisconnectArgs),
+    /// Manage network policies (ingress rules enforced by the firewall)
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// Reconcile networking now: addresses, bridges, veths and firewall rules
+    Reload,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Create a network policy
+    Create(PolicyCreateArgs),
+    /// List network policies
+    #[command(visible_alias = "list")]
+    Ls(PolicyLsArgs),
+    /// Display detailed information on one or more network policies
+    Inspect(PolicyInspectArgs),
+    /// Remove one or more network policies
+    #[command(visible_alias = "remove")]
+    Rm(PolicyRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkCreateArgs {
+    /// Driver to manage the Network
+    #[arg(short = 'd', long, default_value = "bridge")]
+    pub driver: String,
+    /// Set driver specific options
+    #[arg(short = 'o', long = "opt")]
+    pub opt: Vec<String>,
+    /// Set metadata on a network
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Restrict external access to the network
+    #[arg(long)]
+    pub internal: bool,
+    /// Enable or disable IPv4 address assignment
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub ipv4: Option<bool>,
+    /// Enable or disable IPv6 address assignment
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub ipv6: Option<bool>,
+    /// Enable manual container attachment
+    #[arg(long)]
+    pub attachable: bool,
+    /// Subnet in CIDR format that represents a network segment
+    #[arg(long, value_delimiter = ',')]
+    pub subnet: Vec<String>,
+    /// Allocate container ip from a sub-range
+    #[arg(long = "ip-range", value_delimiter = ',')]
+    pub ip_range: Vec<String>,
+    /// IPv4 or IPv6 Gateway for the master subnet
+    #[arg(long, value_delimiter = ',')]
+    pub gateway: Vec<String>,
+    #[arg(value_name = "NETWORK")]
+    pub name: String,
+    /// shibafu's short form `network create NAME CIDR`: the same as --subnet CIDR
+    #[arg(value_name = "SUBNET")]
+    pub subnet_arg: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkLsArgs {
+    /// Only display network IDs
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Do not truncate the output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Format output using a custom template
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Provide filter values (e.g. "driver=bridge")
+    #[arg(short = 'f', long)]
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkInspectArgs {
+    /// Format output using a custom template
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    /// Verbose output for diagnostics
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    #[arg(required = true, value_name = "NETWORK")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkRmArgs {
+    /// Do not error if the network does not exist
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "NETWORK")]
+    pub networks: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkConnectArgs {
+    /// Add network-scoped alias for the container
+    #[arg(long, value_delimiter = ',')]
+    pub alias: Vec<String>,
+    /// driver options for the network
+    #[arg(long = "driver-opt", value_delimiter = ',')]
+    pub driver_opt: Vec<String>,
+    /// Highest gw-priority provides the default gateway. Accepts positive and negative values.
+    #[arg(long = "gw-priority", allow_hyphen_values = true, default_value_t = 0)]
+    pub gw_priority: i64,
+    /// IPv4 address (e.g., "172.30.100.104")
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// IPv6 address (e.g., "2001:db8::33")
+    #[arg(long)]
+    pub ip6: Option<String>,
+    /// Add link to another container
+    #[arg(long)]
+    pub link: Vec<String>,
+    #[arg(value_name = "NETWORK")]
+    pub network: String,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkDisconnectArgs {
+    /// Force the container to disconnect from a network
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(value_name = "NETWORK")]
+    pub network: String,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyCreateArgs {
+    /// Name of the policy
+    #[arg(long)]
+    pub name: String,
+    /// Network whose containers the policy protects
+    #[arg(long)]
+    pub network: String,
+    /// Refuse traffic from this network (NET[:PORT[/PROTO]])
+    #[arg(long = "deny-ingress-from")]
+    pub deny_ingress_from: Vec<String>,
+    /// Allow traffic from this network (NET[:PORT[/PROTO]])
+    #[arg(long = "allow-ingress-from")]
+    pub allow_ingress_from: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyLsArgs {
+    /// Only the policies of this network
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Only display policy names
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Do not truncate the output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Format output using a custom template
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyInspectArgs {
+    /// Format output using a custom template
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    #[arg(required = true, value_name = "POLICY")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyRmArgs {
+    #[arg(required = true, value_name = "POLICY")]
+    pub names: Vec<String>,
 }
 
 /// Flags shared by `run` and `create` (docker's container options).
@@ -348,6 +554,9 @@ pub struct ContainerOpts {
     /// IPv6 address (e.g., 2001:db8::33)
     #[arg(long)]
     pub ip6: Option<String>,
+    /// Container MAC address (e.g., 92:d0:c6:0a:29:33)
+    #[arg(long = "mac-address")]
+    pub mac_address: Option<String>,
     /// Security Options
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,

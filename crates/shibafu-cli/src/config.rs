@@ -135,6 +135,212 @@ fn security_opts(opts: &[String]) -> Result<(Vec<String>, bool)> {
     Ok((out, unconfined_paths))
 }
 
+/// One `--network` value: a name, or docker's long syntax
+/// `name=NET,alias=A,ip=IP,ip6=IP,mac-address=MAC,driver-opt=K=V,gw-priority=N,link-local-ip=IP`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct NetworkAttachment {
+    pub target: String,
+    pub aliases: Vec<String>,
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+    pub mac: Option<String>,
+    pub link_local_ips: Vec<String>,
+    pub driver_opts: HashMap<String, String>,
+    pub gw_priority: i64,
+    pub links: Vec<String>,
+}
+
+/// docker's long-syntax test (`\w+=\w+` anywhere in the value).
+fn long_syntax(v: &str) -> bool {
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let b = v.as_bytes();
+    (1..b.len().saturating_sub(1)).any(|i| b[i] == b'=' && word(b[i - 1]) && word(b[i + 1]))
+}
+
+/// Parses one `--network` flag value (docker's `NetworkOpt.Set`).
+pub fn parse_network_opt(value: &str) -> Result<NetworkAttachment> {
+    if !long_syntax(value) {
+        return Ok(NetworkAttachment {
+            target: value.to_string(),
+            ..Default::default()
+        });
+    }
+    let err = |why: String| flag_err(value, "--network", why);
+    let mut a = NetworkAttachment::default();
+    for field in value.split(',') {
+        let (k, v) = match field.split_once('=') {
+            Some((k, v)) if !k.is_empty() => (k.trim().to_ascii_lowercase(), v.trim()),
+            _ => return Err(err(format!("invalid field {field}"))),
+        };
+        match k.as_str() {
+            "name" => a.target = v.to_string(),
+            "alias" => a.aliases.push(v.to_string()),
+            "ip" => a.ipv4 = Some(v.to_string()),
+            "ip6" => a.ipv6 = Some(v.to_string()),
+            "mac-address" => a.mac = Some(v.to_string()),
+            "link-local-ip" => a.link_local_ips.push(v.to_string()),
+            "driver-opt" => match v.split_once('=') {
+                Some((dk, dv)) if !dk.trim().is_empty() => {
+                    a.driver_opts
+                        .insert(dk.trim().to_string(), dv.trim().to_string());
+                }
+                _ => return Err(err("invalid key value pair format in driver options".into())),
+            },
+            "gw-priority" => {
+                a.gw_priority = v.parse().map_err(|_| {
+                    err(format!(
+                        "invalid gw-priority: strconv.Atoi: parsing {}: invalid syntax",
+                        crate::human::go_quote(v)
+                    ))
+                })?
+            }
+            _ => return Err(err(format!("invalid field key {k}"))),
+        }
+    }
+    if a.target.is_empty() {
+        return Err(err("network name/id is not specified".into()));
+    }
+    Ok(a)
+}
+
+/// docker's `NetworkMode.IsUserDefined`.
+fn user_defined(n: &str) -> bool {
+    !matches!(n, "default" | "bridge" | "host" | "none") && !n.starts_with("container:")
+}
+
+/// Go's `net.ParseMAC` for the colon/dash forms (6, 8 or 20 octets).
+fn valid_mac(s: &str) -> bool {
+    let sep = if s.contains(':') { ':' } else { '-' };
+    let parts: Vec<&str> = s.split(sep).collect();
+    matches!(parts.len(), 6 | 8 | 20)
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The flat flags (`--network-alias`, `--ip`, `--ip6`, `--mac-address`, `--link`)
+/// apply to the first network, as in docker's `applyContainerOptions`.
+fn apply_container_options(n: &mut NetworkAttachment, o: &ContainerOpts) -> Result<()> {
+    let conflict = |what: &str| {
+        Err(CliError::usage(format!(
+            "conflicting options: cannot specify both {what}"
+        )))
+    };
+    if !n.aliases.is_empty() && !o.network_alias.is_empty() {
+        return conflict("--network-alias and per-network alias");
+    }
+    if n.ipv4.is_some() && o.ip.is_some() {
+        return conflict("--ip and per-network IPv4 address");
+    }
+    if n.ipv6.is_some() && o.ip6.is_some() {
+        return conflict("--ip6 and per-network IPv6 address");
+    }
+    if n.mac.is_some() && o.mac_address.is_some() {
+        return conflict("--mac-address and per-network MAC address");
+    }
+    if !o.network_alias.is_empty() {
+        n.aliases = o.network_alias.clone();
+    }
+    if user_defined(&n.target) && !o.link.is_empty() {
+        n.links = o.link.clone();
+    }
+    if let Some(ip) = o.ip.as_ref().filter(|s| !s.is_empty()) {
+        n.ipv4 = Some(ip.clone());
+    }
+    if let Some(ip) = o.ip6.as_ref().filter(|s| !s.is_empty()) {
+        n.ipv6 = Some(ip.clone());
+    }
+    if let Some(m) = o.mac_address.as_ref().filter(|s| !s.is_empty()) {
+        n.mac = Some(m.clone());
+    }
+    Ok(())
+}
+
+/// docker's `parseNetworkAttachmentOpt`.
+fn endpoint_settings(n: &NetworkAttachment) -> Result<EndpointSettings> {
+    if n.target.trim().is_empty() {
+        return Err(CliError::usage("no name set for network"));
+    }
+    if !user_defined(&n.target) {
+        if !n.aliases.is_empty() {
+            return Err(CliError::usage(
+                "network-scoped aliases are only supported for user-defined networks",
+            ));
+        }
+        if !n.links.is_empty() {
+            return Err(CliError::usage(
+                "links are only supported for user-defined networks",
+            ));
+        }
+    }
+    let mut ep = EndpointSettings {
+        aliases: (!n.aliases.is_empty()).then(|| n.aliases.clone()),
+        driver_opts: (!n.driver_opts.is_empty()).then(|| n.driver_opts.clone()),
+        links: (!n.links.is_empty()).then(|| n.links.clone()),
+        gw_priority: (n.gw_priority != 0).then_some(n.gw_priority),
+        ..Default::default()
+    };
+    if n.ipv4.is_some() || n.ipv6.is_some() || !n.link_local_ips.is_empty() {
+        ep.ipam_config = Some(EndpointIpamConfig {
+            ipv4_address: n.ipv4.clone(),
+            ipv6_address: n.ipv6.clone(),
+            link_local_ips: (!n.link_local_ips.is_empty()).then(|| n.link_local_ips.clone()),
+        });
+    }
+    if let Some(m) = &n.mac {
+        if !valid_mac(m.trim()) {
+            return Err(CliError::usage(format!("{m} is not a valid mac address")));
+        }
+        ep.mac_address = Some(m.clone());
+    }
+    Ok(ep)
+}
+
+/// `NetworkingConfig.EndpointsConfig` exactly as docker's CLI (API >= 1.44) builds
+/// it: `default` when no `--network`; every network when several (the flat flags
+/// on the first); a lone network without options is left to the daemon.
+pub fn network_endpoints(o: &ContainerOpts) -> Result<HashMap<String, EndpointSettings>> {
+    let mut endpoints = HashMap::new();
+    if o.network.is_empty() {
+        let mut n = NetworkAttachment {
+            target: "default".into(),
+            ..Default::default()
+        };
+        apply_container_options(&mut n, o)?;
+        endpoints.insert("default".to_string(), endpoint_settings(&n)?);
+        return Ok(endpoints);
+    }
+    let (mut user, mut non_user) = (false, false);
+    for (i, raw) in o.network.iter().enumerate() {
+        let mut n = parse_network_opt(raw)?;
+        if user_defined(&n.target) {
+            user = true;
+        } else {
+            non_user = true;
+        }
+        if i == 0 {
+            apply_container_options(&mut n, o)?;
+        }
+        let ep = endpoint_settings(&n)?;
+        if endpoints.contains_key(&n.target) {
+            return Err(CliError::usage(format!(
+                "network {} is specified multiple times",
+                crate::human::go_quote(&n.target)
+            )));
+        }
+        if i == 0 && o.network.len() == 1 && ep == EndpointSettings::default() {
+            continue;
+        }
+        endpoints.insert(n.target.clone(), ep);
+    }
+    if user && non_user {
+        return Err(CliError::usage(
+            "conflicting options: cannot attach both user-defined and non-user-defined network-modes",
+        ));
+    }
+    Ok(endpoints)
+}
+
 /// Builds the create body. `cwd` resolves relative bind sources.
 pub fn build_create(
     o: &ContainerOpts,
@@ -247,6 +453,11 @@ pub fn build_create(
     }
     let mut exposed: Vec<String> = Vec::new();
     for e in &o.expose {
+        if e.contains(':') {
+            return Err(CliError::usage(format!(
+                "invalid port format for --expose: {e}"
+            )));
+        }
         for p in parse_expose(e).map_err(|err| {
             CliError::usage(format!(
                 "invalid range format for --expose: {e}, error: {err}"
@@ -310,16 +521,6 @@ pub fn build_create(
             .ok_or_else(|| flag_err(s, "--sysctl", format!("{s} is not a valid sysctl value")))?;
         sysctls.insert(k.to_string(), v.to_string());
     }
-    if let Some(ip) = &o.ip {
-        if ip.parse::<std::net::Ipv4Addr>().is_err() {
-            return Err(flag_err(ip, "--ip", format!("invalid IPv4 address: {ip}")));
-        }
-    }
-    if let Some(ip) = &o.ip6 {
-        if ip.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(flag_err(ip, "--ip6", format!("invalid IPv6 address: {ip}")));
-        }
-    }
     let mut attach_stdin = o.interactive;
     let (mut attach_stdout, mut attach_stderr) = (true, true);
     if !o.attach.is_empty() {
@@ -341,47 +542,14 @@ pub fn build_create(
         }
     }
 
-    // Networks: the first one is the mode; every named network gets an endpoint.
+    // Networks: the first one is the mode; endpoints as docker's parseNetworkOpts.
     let network_mode = o
         .network
         .first()
-        .cloned()
+        .map(|n| parse_network_opt(n).map(|a| a.target))
+        .transpose()?
         .unwrap_or_else(|| "default".into());
-    let mut endpoints = HashMap::new();
-    if !o.network.is_empty() {
-        for (i, n) in o.network.iter().enumerate() {
-            let special = matches!(n.as_str(), "none" | "host" | "bridge" | "default")
-                || n.starts_with("container:");
-            if i > 0 && matches!(n.as_str(), "none" | "host") {
-                return Err(CliError::usage(format!("conflicting options: cannot attach both user-defined and non-user-defined network-modes ({n})")));
-            }
-            let mut ep = EndpointSettings::default();
-            if i == 0 {
-                if !o.network_alias.is_empty() {
-                    if special && n != "bridge" && n != "default" {
-                        return Err(CliError::usage(
-                            "network-scoped aliases are only supported for user-defined networks",
-                        ));
-                    }
-                    ep.aliases = Some(o.network_alias.clone());
-                }
-                if o.ip.is_some() || o.ip6.is_some() {
-                    ep.ipam_config = Some(EndpointIpamConfig {
-                        ipv4_address: o.ip.clone(),
-                        ipv6_address: o.ip6.clone(),
-                        ..Default::default()
-                    });
-                }
-            }
-            if !n.starts_with("container:") && n != "none" && n != "host" {
-                endpoints.insert(n.clone(), ep);
-            }
-        }
-    } else if !o.network_alias.is_empty() || o.ip.is_some() {
-        return Err(CliError::usage(
-            "network-scoped aliases and static IPs are only supported for user-defined networks",
-        ));
-    }
+    let endpoints = network_endpoints(o)?;
 
     let entrypoint = o.entrypoint.as_ref().map(|e| {
         if e.is_empty() {
@@ -415,8 +583,8 @@ pub fn build_create(
         restart_policy: restart,
         auto_remove: o.rm.then_some(true),
         network_mode: Some(network_mode),
-        port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-        publish_all_ports: o.publish_all.then_some(true),
+        port_bindings: Some(port_bindings),
+        publish_all_ports: Some(o.publish_all),
         dns: (!o.dns.is_empty()).then(|| o.dns.clone()),
         dns_search: (!o.dns_search.is_empty()).then(|| o.dns_search.clone()),
         dns_options: (!o.dns_option.is_empty()).then(|| o.dns_option.clone()),
@@ -716,6 +884,173 @@ mod tests {
         let v = serde_json::to_value(body(&["--expose", "90", "img"]).unwrap()).unwrap();
         assert_eq!(v["ExposedPorts"], serde_json::json!({"90/tcp": {}}));
         assert_eq!(v["HostConfig"]["NetworkMode"], "default");
+    }
+
+    fn endpoints(args: &[&str]) -> Result<serde_json::Value> {
+        let b = body(args)?;
+        Ok(serde_json::to_value(b.networking_config.unwrap().endpoints_config.unwrap()).unwrap())
+    }
+
+    #[test]
+    fn networks_like_docker() {
+        use serde_json::json;
+        // no --network: an empty endpoint for "default"
+        assert_eq!(endpoints(&["img"]).unwrap(), json!({"default": {}}));
+        let b = body(&["img"]).unwrap();
+        assert_eq!(
+            b.host_config.as_ref().unwrap().network_mode.as_deref(),
+            Some("default")
+        );
+        // a lone network without options is left to the daemon
+        assert_eq!(endpoints(&["--network", "n1", "img"]).unwrap(), json!({}));
+        assert_eq!(endpoints(&["--network", "host", "img"]).unwrap(), json!({}));
+        // several networks: all of them; the flat flags go to the first
+        let e = endpoints(&[
+            "--network",
+            "n1",
+            "--network",
+            "n2",
+            "--ip",
+            "10.0.0.5",
+            "--ip6",
+            "fd00::5",
+            "--network-alias",
+            "a",
+            "--network-alias",
+            "b",
+            "--mac-address",
+            "02:42:ac:11:00:02",
+            "img",
+        ])
+        .unwrap();
+        assert_eq!(
+            e,
+            json!({"n1": {"Aliases": ["a", "b"], "IPAMConfig": {"IPv4Address": "10.0.0.5", "IPv6Address": "fd00::5"}, "MacAddress": "02:42:ac:11:00:02"},
+                   "n2": {}})
+        );
+        let b = body(&["--network", "n1", "--network", "n2", "img"]).unwrap();
+        assert_eq!(b.host_config.unwrap().network_mode.as_deref(), Some("n1"));
+        // --ip without --network goes to "default": the daemon judges it
+        assert_eq!(
+            endpoints(&["--ip", "10.0.0.5", "img"]).unwrap(),
+            json!({"default": {"IPAMConfig": {"IPv4Address": "10.0.0.5"}}})
+        );
+        // addresses are not validated client-side (docker sends them as typed)
+        assert_eq!(
+            endpoints(&["--network", "n1", "--ip", "bogus", "img"]).unwrap(),
+            json!({"n1": {"IPAMConfig": {"IPv4Address": "bogus"}}})
+        );
+        // links on a user-defined network become endpoint links too
+        assert_eq!(
+            endpoints(&["--network", "n1", "--link", "a:b", "img"]).unwrap(),
+            json!({"n1": {"Links": ["a:b"]}})
+        );
+        // long syntax
+        let e = endpoints(&[
+            "--network",
+            "name=n1,alias=x,ip=10.0.0.9,driver-opt=a=b,gw-priority=3",
+            "img",
+        ])
+        .unwrap();
+        assert_eq!(
+            e,
+            json!({"n1": {"Aliases": ["x"], "IPAMConfig": {"IPv4Address": "10.0.0.9"}, "DriverOpts": {"a": "b"}, "GwPriority": 3}})
+        );
+        let b = body(&["--network", "name=n1,alias=x", "img"]).unwrap();
+        assert_eq!(b.host_config.unwrap().network_mode.as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn network_errors_like_docker() {
+        let e = |args: &[&str]| body(args).unwrap_err().to_string();
+        assert_eq!(
+            e(&["--network-alias", "a", "img"]),
+            "network-scoped aliases are only supported for user-defined networks"
+        );
+        assert_eq!(
+            e(&["--network", "bridge", "--network-alias", "a", "img"]),
+            "network-scoped aliases are only supported for user-defined networks"
+        );
+        assert_eq!(
+            e(&["--network", "host", "--network", "n1", "img"]),
+            "conflicting options: cannot attach both user-defined and non-user-defined network-modes"
+        );
+        assert_eq!(
+            e(&["--network", "container:x", "--network", "n1", "img"]),
+            "conflicting options: cannot attach both user-defined and non-user-defined network-modes"
+        );
+        assert_eq!(
+            e(&["--network", "n1", "--network", "n1", "img"]),
+            "network \"n1\" is specified multiple times"
+        );
+        assert_eq!(
+            e(&["--mac-address", "zz", "img"]),
+            "zz is not a valid mac address"
+        );
+        assert_eq!(
+            e(&["--network", "name=n1,foo=bar", "img"]),
+            "invalid argument \"name=n1,foo=bar\" for \"--network\" flag: invalid field key foo"
+        );
+        assert_eq!(
+            e(&["--network", "alias=x", "img"]),
+            "invalid argument \"alias=x\" for \"--network\" flag: network name/id is not specified"
+        );
+        assert_eq!(
+            e(&[
+                "--network",
+                "name=n1,alias=y",
+                "--network-alias",
+                "x",
+                "img"
+            ]),
+            "conflicting options: cannot specify both --network-alias and per-network alias"
+        );
+        assert_eq!(
+            e(&["--expose", "1:2", "img"]),
+            "invalid port format for --expose: 1:2"
+        );
+        assert!(matches!(
+            body(&["--network", "n1", "--network", "n1", "img"]),
+            Err(CliError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn publish_into_body_like_docker() {
+        use serde_json::json;
+        let v = serde_json::to_value(
+            body(&[
+                "-p",
+                "8080:80",
+                "-p",
+                "8081:80",
+                "-p",
+                "[::1]:53:53/udp",
+                "-P",
+                "--expose",
+                "90",
+                "img",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            v["HostConfig"]["PortBindings"],
+            json!({"80/tcp": [{"HostIp": "", "HostPort": "8080"}, {"HostIp": "", "HostPort": "8081"}],
+                   "53/udp": [{"HostIp": "::1", "HostPort": "53"}]})
+        );
+        assert_eq!(v["HostConfig"]["PublishAllPorts"], json!(true));
+        assert_eq!(
+            v["ExposedPorts"],
+            json!({"80/tcp": {}, "53/udp": {}, "90/tcp": {}})
+        );
+        // docker always sends PortBindings, empty when nothing is published
+        let v = serde_json::to_value(body(&["img"]).unwrap()).unwrap();
+        assert_eq!(v["HostConfig"]["PortBindings"], json!({}));
+        assert_eq!(
+            body(&["-p", "8080:", "img"]).unwrap_err().to_string(),
+            "no port specified: 8080:<empty>"
+        );
     }
 
     #[test]

@@ -441,17 +441,33 @@ pub fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
     })
 }
 
+/// Go's `strconv.ParseUint(s, 10, 16)`: digits only, no sign.
+fn parse_u16(s: &str) -> Option<u16> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// docker's `nat.ParsePortRange`: `80` or `8000-8010`.
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let a: u16 = a.parse().map_err(|_| format!("invalid port: {s:?}"))?;
-    let b: u16 = b.parse().map_err(|_| format!("invalid port: {s:?}"))?;
+    if s.is_empty() {
+        return Err("empty string specified for ports".into());
+    }
+    let (a, b) = match s.split_once('-') {
+        // Go splits on every '-' and reads the first two parts
+        Some((a, rest)) => (a, rest.split('-').next().unwrap_or("")),
+        None => (s, s),
+    };
+    let a = parse_u16(a).ok_or_else(|| format!("invalid port: {s:?}"))?;
+    let b = parse_u16(b).ok_or_else(|| format!("invalid port: {s:?}"))?;
     if b < a {
         return Err(format!("invalid range specified for port: {s}"));
     }
     Ok((a, b))
 }
 
-fn parse_proto(p: &str) -> Result<&str, String> {
+fn parse_proto(p: &str) -> Result<&'static str, String> {
     match p.to_ascii_lowercase().as_str() {
         "tcp" => Ok("tcp"),
         "udp" => Ok("udp"),
@@ -460,50 +476,88 @@ fn parse_proto(p: &str) -> Result<&str, String> {
     }
 }
 
+/// docker's `nat.SplitProtoPort`: `80/udp` -> ("udp", "80"); no or empty proto is
+/// tcp; an empty port gives ("", "").
+fn split_proto_port(raw: &str) -> (String, String) {
+    let parts: Vec<&str> = raw.split('/').collect();
+    if raw.is_empty() || parts[0].is_empty() {
+        return (String::new(), String::new());
+    }
+    match parts.get(1) {
+        None => ("tcp".into(), raw.to_string()),
+        Some(&"") => ("tcp".into(), parts[0].to_string()),
+        Some(p) => (p.to_string(), parts[0].to_string()),
+    }
+}
+
 /// `--expose 80`, `80/udp`, `8000-8010`: the `ExposedPorts` keys.
 pub fn parse_expose(s: &str) -> Result<Vec<String>, String> {
-    let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
-    let proto = parse_proto(proto)?;
-    let (a, b) = parse_port_range(port)?;
+    let (proto, port) = split_proto_port(s);
+    let proto = parse_proto(&proto)?;
+    let (a, b) = parse_port_range(&port)?;
     Ok((a..=b).map(|p| format!("{p}/{proto}")).collect())
 }
 
-/// `-p [[ip:][hostPort]:]containerPort[/proto]` with ranges (docker's
-/// `nat.ParsePortSpec`): returns (exposed port key, binding) pairs.
-pub fn parse_publish(spec: &str) -> Result<Vec<(String, PortBinding)>, String> {
-    let (rest, proto) = match spec.rsplit_once('/') {
-        Some((r, p)) => (r, parse_proto(p)?),
-        None => (spec, "tcp"),
-    };
-    // An IPv6 host address is bracketed: [::1]:8080:80
-    let (ip, rest) = if let Some(r) = rest.strip_prefix('[') {
-        let (ip, after) = r
-            .split_once(']')
-            .ok_or_else(|| format!("invalid IP address in {spec:?}"))?;
-        (
-            ip.to_string(),
-            after.strip_prefix(':').unwrap_or(after).to_string(),
-        )
-    } else {
-        let parts: Vec<&str> = rest.split(':').collect();
-        match parts.len() {
-            1 | 2 => (String::new(), rest.to_string()),
-            3 => (parts[0].to_string(), format!("{}:{}", parts[1], parts[2])),
-            _ => return Err(format!("invalid port format for --publish: {spec}")),
+/// docker's `convertToStandardNotation`: the long `-p` syntax
+/// (`published=8080,target=80,protocol=udp`) to `8080:80/udp`.
+fn publish_standard_notation(spec: &str) -> Result<String, String> {
+    if !spec.contains('=') {
+        return Ok(spec.to_string());
+    }
+    let mut params: HashMap<&str, &str> = HashMap::from([("protocol", "tcp")]);
+    for param in spec.split(',') {
+        match param.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                params.insert(k, v);
+            }
+            _ => {
+                return Err(format!(
+                    "invalid publish opts format (should be name=value but got '{param}')"
+                ))
+            }
         }
+    }
+    let get = |k: &str| params.get(k).copied().unwrap_or("");
+    Ok(format!(
+        "{}:{}/{}",
+        get("published"),
+        get("target"),
+        get("protocol")
+    ))
+}
+
+/// `-p [[ip:][hostPort]:]containerPort[/proto]` with ranges, bracketed or bare IPv6
+/// addresses and docker's long syntax, exactly as docker's `nat.ParsePortSpec`:
+/// returns (exposed port key, binding) pairs.
+pub fn parse_publish(spec: &str) -> Result<Vec<(String, PortBinding)>, String> {
+    let raw = publish_standard_notation(spec)?;
+    // splitParts: the last part is the container port, the one before the host
+    // port, everything before that the IP (which may itself contain colons)
+    let parts: Vec<&str> = raw.split(':').collect();
+    let n = parts.len();
+    let (mut ip, host, container) = match n {
+        1 => (String::new(), "", parts[0]),
+        2 => (String::new(), parts[0], parts[1]),
+        _ => (parts[..n - 2].join(":"), parts[n - 2], parts[n - 1]),
     };
+    let (proto, container) = split_proto_port(container);
+    if let Some(inner) = ip.strip_prefix('[') {
+        ip = inner
+            .strip_suffix(']')
+            .filter(|i| !i.contains(['[', ']']))
+            .ok_or_else(|| {
+                format!("invalid IP address {ip}: address {ip}: missing ']' in address")
+            })?
+            .to_string();
+    }
     if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
         return Err(format!("invalid IP address: {ip}"));
     }
-    let (host, container) = match rest.split_once(':') {
-        Some((h, c)) => (h, c),
-        None => ("", rest.as_str()),
-    };
     if container.is_empty() {
-        return Err(format!("no port specified: {spec}<empty>"));
+        return Err(format!("no port specified: {raw}<empty>"));
     }
     let (cs, ce) =
-        parse_port_range(container).map_err(|_| format!("invalid containerPort: {container}"))?;
+        parse_port_range(&container).map_err(|_| format!("invalid containerPort: {container}"))?;
     let host_range = if host.is_empty() {
         None
     } else {
@@ -516,10 +570,12 @@ pub fn parse_publish(spec: &str) -> Result<Vec<(String, PortBinding)>, String> {
             ));
         }
     }
+    let proto = parse_proto(&proto)?;
     let mut out = Vec::new();
     for (i, cp) in (cs..=ce).enumerate() {
         let host_port = match host_range {
             None => String::new(),
+            // a single container port with a host range: the daemon picks one
             Some((hs, he)) if ce == cs && he != hs => format!("{hs}-{he}"),
             Some((hs, _)) => (hs + i as u16).to_string(),
         };
@@ -730,6 +786,48 @@ mod tests {
         assert!(parse_publish("8000-8001:80-82").is_err());
         assert!(parse_publish("x:80").is_err());
         assert!(parse_publish("80/icmp").is_err());
+        let one = |s: &str| {
+            let p = parse_publish(s).unwrap();
+            assert_eq!(p.len(), 1, "{s}");
+            let b = &p[0].1;
+            (
+                p[0].0.clone(),
+                b.host_ip.clone().unwrap(),
+                b.host_port.clone().unwrap(),
+            )
+        };
+        let t = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        // what docker CLI 28 sends for each form (recorded against a fake daemon)
+        assert_eq!(one("80"), t("80/tcp", "", ""));
+        assert_eq!(one(":80"), t("80/tcp", "", ""));
+        assert_eq!(one("127.0.0.1:8080:80"), t("80/tcp", "127.0.0.1", "8080"));
+        assert_eq!(one("[::1]:8080:80"), t("80/tcp", "::1", "8080"));
+        assert_eq!(one("::1:8080:80"), t("80/tcp", "::1", "8080"));
+        assert_eq!(one("[::]:80:80"), t("80/tcp", "::", "80"));
+        assert_eq!(one("80/sctp"), t("80/sctp", "", ""));
+        assert_eq!(one("80/TCP"), t("80/tcp", "", ""));
+        assert_eq!(one("80/"), t("80/tcp", "", ""));
+        assert_eq!(one("53:53/udp"), t("53/udp", "", "53"));
+        assert_eq!(one("8000-8002:80"), t("80/tcp", "", "8000-8002"));
+        assert_eq!(
+            one("published=8080,target=80,protocol=udp"),
+            t("80/udp", "", "8080")
+        );
+        let err = |s: &str| parse_publish(s).unwrap_err();
+        assert_eq!(
+            err("8000-8001:80-82"),
+            "invalid ranges specified for container and host Ports: 80-82 and 8000-8001"
+        );
+        assert_eq!(err("80/icmp"), "invalid proto: icmp");
+        assert_eq!(err("x:80"), "invalid hostPort: x");
+        assert_eq!(err("70000:80"), "invalid hostPort: 70000");
+        assert_eq!(err("+80:80"), "invalid hostPort: +80");
+        assert_eq!(err("8080:"), "no port specified: 8080:<empty>");
+        assert_eq!(err("1.2.3:80:80"), "invalid IP address: 1.2.3");
+        assert_eq!(
+            err("published=1,bogus"),
+            "invalid publish opts format (should be name=value but got 'bogus')"
+        );
         assert_eq!(
             parse_expose("7000-7001/udp").unwrap(),
             vec!["7000/udp", "7001/udp"]

@@ -233,56 +233,75 @@ pub async fn port(ctx: &Ctx, a: PortArgs) -> Result<i32> {
         .client
         .get_json(&format!("/containers/{}/json", seg(&a.container)))
         .await?;
-    let ports = v
+    let out = port_lines(&v, &a.container, a.port.as_deref())?;
+    if !out.is_empty() {
+        ctx.outln(&out.join("\n"));
+    }
+    Ok(0)
+}
+
+/// Go's `net.JoinHostPort`: brackets around addresses with a colon.
+fn join_host_port(host: &str, port: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// docker's `port` output for an inspect result: every mapping as
+/// `80/tcp -> 0.0.0.0:8080`, or for one private port just the host sides; lines in
+/// natural order.
+pub fn port_lines(inspect: &Value, container: &str, port: Option<&str>) -> Result<Vec<String>> {
+    let ports = inspect
         .pointer("/NetworkSettings/Ports")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let fmt_binding = |b: &Value| {
-        let ip = s(b, "HostIp");
-        let ip = if ip.is_empty() { "0.0.0.0" } else { ip };
-        let host = if ip.contains(':') {
-            format!("[{ip}]")
-        } else {
-            ip.to_string()
-        };
-        format!("{host}:{}", s(b, "HostPort"))
-    };
-    if let Some(p) = &a.port {
-        let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
-        if port.parse::<u16>().is_err() {
+    let bind = |b: &Value| join_host_port(s(b, "HostIp"), s(b, "HostPort"));
+    let mut out: Vec<String> = Vec::new();
+    if let Some(p) = port {
+        let (num, proto) = p.split_once('/').unwrap_or((p, ""));
+        let proto = if proto.is_empty() { "tcp" } else { proto };
+        if num.parse::<u16>().is_err() {
+            let why = if num.parse::<u64>().is_ok() {
+                "value out of range"
+            } else {
+                "invalid syntax"
+            };
             return Err(CliError::other(format!(
-                "Error: invalid port ({port}): must be a number"
+                "Error: invalid port ({num}): strconv.ParseUint: parsing {}: {why}",
+                crate::human::go_quote(num)
             )));
         }
-        let key = format!("{port}/{proto}");
-        let bindings = ports
-            .get(&key)
+        let frontends = ports
+            .get(&format!("{num}/{proto}"))
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        if bindings.is_empty() {
+        if frontends.is_empty() {
             return Err(CliError::other(format!(
-                "Error: No public port '{key}' published for {}",
-                a.container
+                "Error: No public port '{p}' published for {container}"
             )));
         }
-        for b in &bindings {
-            ctx.outln(&fmt_binding(b));
+        out.extend(frontends.iter().map(bind));
+    } else {
+        for (from, frontends) in &ports {
+            for b in frontends.as_array().into_iter().flatten() {
+                out.push(format!("{from} -> {}", bind(b)));
+            }
         }
-        return Ok(0);
     }
-    let mut keys: Vec<&String> = ports.keys().collect();
-    keys.sort_by_key(|k| {
-        let (p, proto) = k.split_once('/').unwrap_or((k, ""));
-        (p.parse::<u32>().unwrap_or(0), proto.to_string())
+    out.sort_by(|a, b| {
+        if crate::cmd::natural_less(a, b) {
+            std::cmp::Ordering::Less
+        } else if crate::cmd::natural_less(b, a) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
     });
-    for k in keys {
-        for b in ports[k].as_array().into_iter().flatten() {
-            ctx.outln(&format!("{k} -> {}", fmt_binding(b)));
-        }
-    }
-    Ok(0)
+    Ok(out)
 }
 
 pub async fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
@@ -655,6 +674,50 @@ mod tests {
         ];
         assert_eq!(displayable_ports(&same), "0.0.0.0:8000-8001->8000-8001/tcp");
         assert_eq!(displayable_ports(&[]), "");
+    }
+
+    #[test]
+    fn port_like_docker() {
+        let v = json!({"NetworkSettings": {"Ports": {
+            "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}, {"HostIp": "::", "HostPort": "8080"}],
+            "443/tcp": null,
+            "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}],
+            "9000/tcp": [{"HostIp": "", "HostPort": "9"}],
+            "10000/tcp": [{"HostIp": "0.0.0.0", "HostPort": "1"}],
+        }}});
+        assert_eq!(
+            port_lines(&v, "web", None).unwrap(),
+            vec![
+                "53/udp -> 127.0.0.1:5353",
+                "80/tcp -> 0.0.0.0:8080",
+                "80/tcp -> [::]:8080",
+                "9000/tcp -> :9",
+                "10000/tcp -> 0.0.0.0:1",
+            ]
+        );
+        assert_eq!(
+            port_lines(&v, "web", Some("80")).unwrap(),
+            vec!["0.0.0.0:8080", "[::]:8080"]
+        );
+        assert_eq!(
+            port_lines(&v, "web", Some("53/udp")).unwrap(),
+            vec!["127.0.0.1:5353"]
+        );
+        assert_eq!(
+            port_lines(&v, "web", Some("443")).unwrap_err().to_string(),
+            "Error: No public port '443' published for web"
+        );
+        assert_eq!(
+            port_lines(&v, "web", Some("99/tcp"))
+                .unwrap_err()
+                .to_string(),
+            "Error: No public port '99/tcp' published for web"
+        );
+        assert_eq!(
+            port_lines(&v, "web", Some("abc")).unwrap_err().to_string(),
+            "Error: invalid port (abc): strconv.ParseUint: parsing \"abc\": invalid syntax"
+        );
+        assert!(port_lines(&json!({}), "web", None).unwrap().is_empty());
     }
 
     #[test]

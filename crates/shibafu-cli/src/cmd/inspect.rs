@@ -113,6 +113,8 @@ const MAP_FIELDS: &[&str] = &[
     "\"Attributes\"",
     "\"Status\"",
     "\"EndpointsConfig\"",
+    "\"Containers\"",
+    "\"AuxiliaryAddresses\"",
 ];
 
 fn sort_maps(j: &mut J, key: Option<&str>, parent: Option<&str>) {
@@ -198,6 +200,52 @@ pub fn indent_items(items: &[(bool, &[u8])]) -> String {
     out
 }
 
+fn write_compact(j: &J, out: &mut String) {
+    match j {
+        J::Raw(r) => out.push_str(r),
+        J::Obj(items) => {
+            out.push('{');
+            for (n, (k, v)) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                out.push_str(k);
+                out.push(':');
+                write_compact(v, out);
+            }
+            out.push('}');
+        }
+        J::Arr(items) => {
+            out.push('[');
+            for (n, v) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                write_compact(v, out);
+            }
+            out.push(']');
+        }
+    }
+}
+
+/// `inspect --format json`: the objects as one compact array, keys in the
+/// daemon's order (docker's `json.Compact` of the raw replies).
+pub fn compact_items(items: &[&[u8]]) -> String {
+    let mut out = String::from("[");
+    for (n, raw) in items.iter().enumerate() {
+        let mut i = 0;
+        let Some(j) = parse_j(raw, &mut i) else {
+            continue;
+        };
+        if n > 0 {
+            out.push(',');
+        }
+        write_compact(&j, &mut out);
+    }
+    out.push(']');
+    out
+}
+
 /// [`indent_items`] over a whole JSON document.
 pub fn indent_json(src: &[u8], sort_objects: bool) -> String {
     let mut i = 0;
@@ -219,16 +267,22 @@ pub fn indent_json(src: &[u8], sort_objects: bool) -> String {
     out
 }
 
-fn path_for(typ: &str, name: &str, size: bool) -> String {
+/// `detail` is the one extra each type has: `--size` for containers, `--verbose`
+/// for networks.
+fn path_for(typ: &str, name: &str, detail: bool) -> String {
     match typ {
         "container" => format!(
             "/containers/{}/json{}",
             seg(name),
-            if size { "?size=1" } else { "" }
+            if detail { "?size=1" } else { "" }
         ),
         "image" => format!("/images/{}/json", seg(name)),
         "volume" => format!("/volumes/{}", seg(name)),
-        _ => format!("/networks/{}", seg(name)),
+        _ => format!(
+            "/networks/{}{}",
+            seg(name),
+            if detail { "?verbose=true" } else { "" }
+        ),
     }
 }
 
@@ -250,9 +304,7 @@ async fn fetch(
         match ctx.client.get_bytes(&path_for(t, name, size)).await {
             Ok(b) => return Ok((t, b)),
             Err(e) if e.is_not_found() && types.len() > 1 => continue,
-            Err(CliError::Daemon { status: 404, .. }) => {
-                return Err(CliError::other(format!("Error: No such {t}: {name}")));
-            }
+            // a typed inspect prints the daemon's own message, like docker
             Err(e) => return Err(e),
         }
     }
@@ -266,11 +318,10 @@ pub async fn inspect(
     size: bool,
     names: &[String],
 ) -> Result<i32> {
+    // `--format json`: docker prints the daemon's objects as one compact array
+    let compact = format == Some("json");
     let tmpl = match format {
-        None | Some("") => None,
-        Some("json") => {
-            Some(Template::parse("{{json .}}").map_err(|e| CliError::other(e.to_string()))?)
-        }
+        None | Some("") | Some("json") => None,
         Some(f) => Some(
             Template::parse(&f.replace("\\t", "\t").replace("\\n", "\n"))
                 .map_err(|e| CliError::other(e.to_string()))?,
@@ -296,6 +347,9 @@ pub async fn inspect(
     }
     if tmpl.is_some() {
         ctx.out(&rendered);
+    } else if compact {
+        let items: Vec<&[u8]> = raws.iter().map(|(_, r)| r.as_ref()).collect();
+        ctx.outln(&compact_items(&items));
     } else {
         let items: Vec<(bool, &[u8])> = raws.iter().map(|(v, r)| (*v, r.as_ref())).collect();
         ctx.outln(&indent_items(&items));
@@ -331,6 +385,17 @@ mod tests {
             sorted.find("\"Driver\"").unwrap() < sorted.find("\"Name\"").unwrap(),
             "{sorted}"
         );
+    }
+
+    #[test]
+    fn compact_like_docker() {
+        let a: &[u8] = br#"{"Name": "n1", "Id": "x", "L": {"b": 1, "a": [1, "x y"]}}"#;
+        let b: &[u8] = br#"{"Name":"n2"}"#;
+        assert_eq!(
+            compact_items(&[a, b]),
+            r#"[{"Name":"n1","Id":"x","L":{"b":1,"a":[1,"x y"]}},{"Name":"n2"}]"#
+        );
+        assert_eq!(compact_items(&[]), "[]");
     }
 
     #[test]

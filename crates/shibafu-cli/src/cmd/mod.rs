@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::cli::{Cmd, ContainerCmd, ImageCmd, VolumeCmd};
+use crate::cli::{Cmd, ContainerCmd, ImageCmd, NetworkCmd, PolicyCmd, VolumeCmd};
 use crate::error::{CliError, Result};
 use crate::Ctx;
 
@@ -10,6 +10,7 @@ pub mod container;
 pub mod cp;
 pub mod image;
 pub mod inspect;
+pub mod network;
 pub mod run;
 pub mod stats;
 pub mod system;
@@ -102,6 +103,22 @@ pub async fn dispatch(cmd: Cmd, ctx: &Ctx) -> Result<i32> {
             VolumeCmd::Rm(a) => volume::rm(ctx, a).await,
             VolumeCmd::Prune(a) => volume::prune(ctx, a).await,
         },
+        Cmd::Network { cmd } => match cmd {
+            NetworkCmd::Create(a) => network::create(ctx, a).await,
+            NetworkCmd::Ls(a) => network::ls(ctx, a).await,
+            NetworkCmd::Inspect(a) => network::inspect(ctx, a).await,
+            NetworkCmd::Rm(a) => network::rm(ctx, a).await,
+            NetworkCmd::Prune(a) => network::prune(ctx, a).await,
+            NetworkCmd::Connect(a) => network::connect(ctx, a).await,
+            NetworkCmd::Disconnect(a) => network::disconnect(ctx, a).await,
+            NetworkCmd::Policy { cmd } => match cmd {
+                PolicyCmd::Create(a) => network::policy_create(ctx, a).await,
+                PolicyCmd::Ls(a) => network::policy_ls(ctx, a).await,
+                PolicyCmd::Inspect(a) => network::policy_inspect(ctx, a).await,
+                PolicyCmd::Rm(a) => network::policy_rm(ctx, a).await,
+            },
+            NetworkCmd::Reload => network::reload(ctx).await,
+        },
         Cmd::Daemon { .. } => Err(CliError::other(
             "the daemon is started by the shibafu binary itself: run `shibafu daemon --help`",
         )),
@@ -181,6 +198,63 @@ pub fn confirm(ctx: &Ctx, question: &str) -> bool {
     matches!(line.trim().to_lowercase().as_str(), "y" | "yes")
 }
 
+/// POSTs `path` (a prune route) with `filters`; returns the daemon's report.
+pub async fn prune_request(ctx: &Ctx, path: &str, filters: &[String]) -> Result<Value> {
+    let q = match filters_json(filters)? {
+        Some(f) => crate::client::query(&[("filters", f)]),
+        None => String::new(),
+    };
+    ctx.client
+        .post_json::<()>(&format!("{path}{q}"), None)
+        .await
+}
+
+/// docker's `sortorder.NaturalLess`: digit runs compare as numbers ("net9" <
+/// "net10"), digits sort before other bytes.
+pub fn natural_less(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (da, db) = (a[i].is_ascii_digit(), b[j].is_ascii_digit());
+        if da != db {
+            return da;
+        }
+        if !da {
+            if a[i] != b[j] {
+                return a[i] < b[j];
+            }
+            i += 1;
+            j += 1;
+            continue;
+        }
+        while i < a.len() && a[i] == b'0' {
+            i += 1;
+        }
+        while j < b.len() && b[j] == b'0' {
+            j += 1;
+        }
+        let (nz_a, nz_b) = (i, j);
+        while i < a.len() && a[i].is_ascii_digit() {
+            i += 1;
+        }
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        let (na, nb) = (&a[nz_a..i], &b[nz_b..j]);
+        if na.len() != nb.len() {
+            return na.len() < nb.len();
+        }
+        if na != nb {
+            return na < nb;
+        }
+        if nz_a != nz_b {
+            return nz_a < nz_b;
+        }
+    }
+    // identical so far: the shorter string first (Go compares the whole lengths)
+    a.len() < b.len()
+}
+
 /// POSTs `path` (a prune route) with `filters` and prints docker's report:
 /// the IDs listed under `list_key` below `heading`, then the space reclaimed.
 pub async fn prune_and_report(
@@ -190,14 +264,7 @@ pub async fn prune_and_report(
     list_key: &str,
     heading: &str,
 ) -> Result<i32> {
-    let q = match filters_json(filters)? {
-        Some(f) => crate::client::query(&[("filters", f)]),
-        None => String::new(),
-    };
-    let v = ctx
-        .client
-        .post_json::<()>(&format!("{path}{q}"), None)
-        .await?;
+    let v = prune_request(ctx, path, filters).await?;
     let deleted = v
         .get(list_key)
         .and_then(Value::as_array)
@@ -231,6 +298,42 @@ mod tests {
     fn path_segments() {
         assert_eq!(seg("localhost:5000/a/b:1"), "localhost:5000/a/b:1");
         assert_eq!(seg("a b?#"), "a%20b%3F%23");
+    }
+
+    #[test]
+    fn natural_order_like_docker() {
+        let mut v = vec![
+            "net10",
+            "net9",
+            "bridge",
+            "a01",
+            "a1",
+            "a",
+            "80/tcp -> x",
+            "9000/tcp -> x",
+        ];
+        v.sort_by(|a, b| {
+            if natural_less(a, b) {
+                std::cmp::Ordering::Less
+            } else if natural_less(b, a) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        });
+        assert_eq!(
+            v,
+            vec![
+                "80/tcp -> x",
+                "9000/tcp -> x",
+                "a",
+                "a1",
+                "a01",
+                "bridge",
+                "net9",
+                "net10"
+            ]
+        );
     }
 
     #[test]
