@@ -15,7 +15,7 @@ export DEBIAN_FRONTEND=noninteractive
 [[ $(id -u) == 0 ]] || { echo "error: run as root (namespaces, cgroups, overlayfs)" >&2; exit 1; }
 
 echo "== installing apt packages"
-pkgs=(build-essential pkg-config libseccomp-dev busybox-static tini util-linux procps file)
+pkgs=(build-essential pkg-config libseccomp-dev busybox-static tini util-linux procps file nftables iproute2 curl)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -53,6 +53,7 @@ cat >"$demo/stop.sh" <<STOP
 #!/usr/bin/env bash
 # Stops the demo: removes its containers, the daemon and the namespace holder.
 "$bin" -H "unix://$sock" ps -aq | xargs -r "$bin" -H "unix://$sock" rm -f
+"$bin" -H "unix://$sock" network prune -f >/dev/null 2>&1
 kill \$(cat "$demo/daemon.pid") 2>/dev/null
 sleep 0.5
 kill \$(cat "$demo/holder.pid") 2>/dev/null
@@ -76,6 +77,20 @@ sleep 2
 run "$bin" ps
 run "$bin" logs --tail 2 demo-web
 run "$bin" exec demo-web ps
+
+echo "== networking: a user network, container to container, a published port"
+run "$bin" network create frontend 172.21.0.0/24
+run "$bin" run -d --name demo-http --network frontend -p 8080:80 busybox \
+    sh -c 'mkdir -p /www && echo "hello from demo-http" > /www/index.html && httpd -f -p 80 -h /www'
+run "$bin" network ls
+ip=$("$bin" inspect -f '{{(index .NetworkSettings.Networks "frontend").IPAddress}}' demo-http)
+run "$bin" run --rm --network frontend busybox wget -qO- "http://$ip/"
+run "$bin" port demo-http
+echo "\$ curl http://127.0.0.1:8080/    (from the daemon's network namespace: kernel DNAT, no proxy)"
+for _ in $(seq 50); do
+    nsenter -t "$holder" -n -- curl -fsS --max-time 2 http://127.0.0.1:8080/ && break
+    sleep 0.1
+done
 
 echo "== the unmodified docker CLI against the same daemon"
 if command -v docker >/dev/null; then

@@ -126,3 +126,343 @@ def client(daemon):
     c = daemon.client()
     yield c
     c.close()
+
+
+# ============================================================== networking (issue 3)
+# Everything below is for tests/integration/test_net_*.py. The daemon's network
+# namespace (the holder's) plays "the host"; an "outside" namespace of the
+# test's own, joined to it by a veth pair, plays another machine on the LAN.
+# The test process never touches the real host's network: every probe runs
+# through `nsenter -n` into one of these namespaces.
+
+import json as _json
+
+from helpers import wait_for as _wait_for
+
+#: The "LAN" between the daemon's netns ("the host") and the outside netns.
+LAN_HOST_IP = "198.51.100.1"
+LAN_OUTSIDE_IP = "198.51.100.2"
+LAN_HOST_IF = "sfo-lan0"  # not vsf*: shibafu's reconcile must leave it alone
+#: Port of the outside "whoami" server: answers HTTP with the client's address.
+WHOAMI_PORT = 9000
+#: Prefix of the host ends of shibafu's veths (crates/shibafu-net/src/netlink.rs).
+VETH_PREFIX = "vsf"
+NETBOX_IMAGE = "netbox:latest"
+UDP_ECHO_PORT = 5353
+
+_WHOAMI_PY = r"""
+import http.server, socketserver, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b = (self.client_address[0] + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+S(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
+"""
+
+_UDP_CLIENT_PY = r"""
+import socket, sys
+host, port, msg = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.5)
+for _ in range(int(sys.argv[4])):
+    s.sendto(msg, (host, port))
+    try:
+        data, _ = s.recvfrom(2048)
+        sys.stdout.write(data.decode())
+        sys.exit(0)
+    except socket.timeout:
+        pass
+sys.exit(1)
+"""
+
+_TCP_LISTEN_PY = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(8)
+print("listening", flush=True)
+time.sleep(3600)
+"""
+
+# A UDP echo server for the test image (busybox has no UDP server applet):
+# replies "echo:<payload>" to every datagram.
+_UDP_ECHO_C = r"""
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+    int port = argc > 1 ? atoi(argv[1]) : 5353;
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) < 0) { perror("bind"); return 1; }
+    for (;;) {
+        char buf[1500], out[1600];
+        struct sockaddr_in from;
+        socklen_t fl = sizeof from;
+        ssize_t n = recvfrom(s, buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &fl);
+        if (n < 0) continue;
+        buf[n] = 0;
+        int m = snprintf(out, sizeof out, "echo:%s", buf);
+        sendto(s, out, m, 0, (struct sockaddr *)&from, fl);
+    }
+}
+"""
+
+
+def _ns_pid_entered(pid: int, other_pids) -> bool:
+    mine = os.readlink(f"/proc/{pid}/ns/net")
+    return all(mine != os.readlink(f"/proc/{o}/ns/net") for o in other_pids)
+
+
+class NetHost:
+    """Probes run in the daemon's network namespace ("the host") or in the
+    test's outside namespace ("another machine on the LAN")."""
+
+    def __init__(self, daemon: Daemon):
+        self.d = daemon
+        self.outside_proc: subprocess.Popen | None = None
+        self.whoami_proc: subprocess.Popen | None = None
+        self.bg: list[subprocess.Popen] = []
+
+    # -- running things ------------------------------------------------------
+    @property
+    def host_pid(self) -> int:
+        return self.d.holder.pid
+
+    @property
+    def outside_pid(self) -> int:
+        return self.outside_proc.pid
+
+    def run_in(self, pid: int, *argv, timeout=30, check=False) -> subprocess.CompletedProcess:
+        """argv in the network namespace of `pid` (the test's mount namespace,
+        so host tools such as curl, python3, nft and busybox are there)."""
+        r = subprocess.run(["nsenter", "-t", str(pid), "-n", "--", *argv], capture_output=True,
+                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} (netns of {pid}) exited {r.returncode}: {r.stderr}{r.stdout}")
+        return r
+
+    def host(self, *argv, **kw):
+        return self.run_in(self.host_pid, *argv, **kw)
+
+    def outside(self, *argv, **kw):
+        return self.run_in(self.outside_pid, *argv, **kw)
+
+    def spawn_in(self, pid: int, *argv) -> subprocess.Popen:
+        p = subprocess.Popen(["nsenter", "-t", str(pid), "-n", "--", *argv], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.bg.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen):
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+        if p in self.bg:
+            self.bg.remove(p)
+
+    # -- the outside namespace -------------------------------------------------
+    def setup_outside(self):
+        """Create the outside netns and the LAN veth, once per session."""
+        if self.outside_proc and self.outside_proc.poll() is None:
+            return
+        self.outside_proc = subprocess.Popen(
+            ["nsenter", "-t", str(self.host_pid), "-m", "--", "unshare", "--net", "--", "sleep", "infinity"],
+            stdin=subprocess.DEVNULL)
+        _wait_for(lambda: _ns_pid_entered(self.outside_proc.pid, [os.getpid(), self.host_pid]), 10, 0.02,
+                  "the outside netns")
+        o = str(self.outside_pid)
+        self.host("ip", "link", "add", LAN_HOST_IF, "type", "veth", "peer", "name", "eth0", "netns", o, check=True)
+        self.host("ip", "addr", "add", f"{LAN_HOST_IP}/24", "dev", LAN_HOST_IF, check=True)
+        self.host("ip", "link", "set", LAN_HOST_IF, "up", check=True)
+        self.outside("ip", "link", "set", "lo", "up", check=True)
+        self.outside("ip", "addr", "add", f"{LAN_OUTSIDE_IP}/24", "dev", "eth0", check=True)
+        self.outside("ip", "link", "set", "eth0", "up", check=True)
+        self.outside("ip", "route", "add", "default", "via", LAN_HOST_IP, check=True)
+        # The outside's whoami server, for masquerade and egress checks.
+        self.whoami_proc = subprocess.Popen(
+            ["nsenter", "-t", o, "-n", "--", "python3", "-c", _WHOAMI_PY, str(WHOAMI_PORT)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_for(lambda: self.outside("curl", "-sf", "--max-time", "2",
+                                       f"http://127.0.0.1:{WHOAMI_PORT}/").returncode == 0,
+                  15, 0.1, "the outside whoami server")
+
+    def teardown(self):
+        for p in list(self.bg):
+            self.stop(p)
+        for p in (self.whoami_proc, self.outside_proc):
+            if p and p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+        if self.d.holder and self.d.holder.poll() is None:
+            self.host("ip", "link", "del", LAN_HOST_IF)
+
+    # -- probes ------------------------------------------------------------------
+    def http(self, pid: int, url: str, timeout: float = 3) -> str | None:
+        """GET `url` from the netns of `pid`; the body, or None when unreachable."""
+        r = self.run_in(pid, "curl", "-sS", "--fail", "--max-time", str(timeout), url, timeout=timeout + 10)
+        return r.stdout if r.returncode == 0 else None
+
+    def http_eventually(self, pid: int, url: str, want: str, timeout: float = 20) -> str:
+        return _wait_for(lambda: (self.http(pid, url, 2) or "").strip() == want, timeout, 0.2,
+                         f"{url} to answer {want!r} from netns of {pid}")
+
+    def udp(self, pid: int, host: str, port: int, msg: str, tries: int = 6) -> str | None:
+        r = self.run_in(pid, "python3", "-c", _UDP_CLIENT_PY, host, str(port), msg, str(tries),
+                        timeout=tries + 15)
+        return r.stdout if r.returncode == 0 else None
+
+    def ping(self, pid: int, ip: str) -> bool:
+        return self.run_in(pid, "busybox", "ping", "-c", "1", "-W", "2", ip, timeout=20).returncode == 0
+
+    def listen_tcp(self, pid: int, addr: str, port: int) -> subprocess.Popen:
+        """A host socket listening on addr:port (for port-in-use checks)."""
+        p = self.spawn_in(pid, "python3", "-c", _TCP_LISTEN_PY, addr, str(port))
+        line = p.stdout.readline()
+        assert line.strip() == "listening", f"listener on {addr}:{port} failed: {p.stderr.read() if p.poll() is not None else ''}"
+        return p
+
+    # -- state of the host -----------------------------------------------------
+    def links(self) -> dict[str, str]:
+        """Interface name -> kind ("veth", "bridge", "" ...) in the daemon's netns."""
+        r = self.host("ip", "-j", "-d", "link", "show", check=True)
+        out = {}
+        for l in _json.loads(r.stdout or "[]"):
+            out[l["ifname"]] = (l.get("linkinfo") or {}).get("info_kind", "")
+        return out
+
+    def veths(self) -> set[str]:
+        return {n for n, k in self.links().items() if k == "veth" and n.startswith(VETH_PREFIX)}
+
+    def bridges(self) -> set[str]:
+        return {n for n, k in self.links().items() if k == "bridge"}
+
+    def ruleset(self) -> str:
+        return self.host("nft", "list", "ruleset", check=True).stdout
+
+    def shibafu_table(self) -> str | None:
+        r = self.host("nft", "list", "table", "inet", "shibafu")
+        return r.stdout if r.returncode == 0 else None
+
+
+@pytest.fixture(scope="session")
+def nethost(daemon):
+    """The daemon's netns as "the host", with an outside netns on a LAN veth
+    (198.51.100.1 host side, .2 outside) running a whoami HTTP server."""
+    h = NetHost(daemon)
+    try:
+        h.setup_outside()
+    except BaseException:
+        h.teardown()
+        raise
+    yield h
+    h.teardown()
+
+
+@pytest.fixture(scope="session")
+def netbox_image(daemon, busybox_tar, tmp_path_factory):
+    """busybox + /bin/udpecho (a static UDP echo server), with EXPOSE 80 and
+    5353/udp, as `netbox:latest`."""
+    out = tmp_path_factory.mktemp("netbox")
+    src = out / "udpecho.c"
+    src.write_text(_UDP_ECHO_C)
+    root = out / "root" / "bin"
+    root.mkdir(parents=True)
+    r = subprocess.run(["gcc", "-static", "-O2", "-o", str(root / "udpecho"), str(src)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"gcc -static udpecho failed (apt install build-essential): {r.stderr}"
+    tar = out / "netbox.tar"
+    subprocess.run(["cp", str(busybox_tar), str(tar)], check=True)
+    subprocess.run(["tar", "--numeric-owner", "--owner=0", "--group=0", "-rf", str(tar), "-C",
+                    str(out / "root"), "./bin/udpecho"], check=True)
+    r = daemon.docker("import", "--change", "EXPOSE 80", "--change", f"EXPOSE {UDP_ECHO_PORT}/udp",
+                      str(tar), NETBOX_IMAGE, timeout=120)
+    assert r.returncode == 0, f"importing netbox failed: {r.stderr}"
+    return NETBOX_IMAGE
+
+
+class NetNames:
+    """Unique network and policy names for one test; all removed after it
+    (after the test's containers, which must go first)."""
+
+    def __init__(self, daemon: Daemon, names: "Names"):
+        self.d = daemon
+        self.names = names
+        self.networks: list[str] = []
+        self.policies: list[str] = []
+
+    def __call__(self, prefix: str = "n") -> str:
+        n = uniq(prefix)
+        self.networks.append(n)
+        return n
+
+    def policy(self, prefix: str = "p") -> str:
+        n = uniq(prefix)
+        self.policies.append(n)
+        return n
+
+    def cleanup(self):
+        if not self.d.alive():
+            return
+        self.names.cleanup()
+        for p in self.policies:
+            self.d.api("DELETE", f"/shibafu/networks/policies/{p}", timeout=30)
+        if self.networks:
+            self.d.docker("network", "rm", *self.networks, timeout=60)
+
+
+@pytest.fixture
+def nets(daemon, names):
+    n = NetNames(daemon, names)
+    yield n
+    n.cleanup()
+
+
+def container_ip(daemon: Daemon, name: str, network: str = "bridge") -> str:
+    """The container's IPv4 address on `network` (from inspect)."""
+    nets_ = daemon.inspect(name)["NetworkSettings"]["Networks"] or {}
+    assert network in nets_, f"{name} is not on network {network}: {list(nets_)}"
+    ip = nets_[network]["IPAddress"]
+    assert ip, f"{name} has no address on {network}: {nets_[network]}"
+    return ip
+
+
+#: `sh -c` script: serve "<tag>" over HTTP on every port in $PORTS (default 80).
+HTTPD_SCRIPT = ('mkdir -p /www && echo "$TAG" > /www/index.html && '
+                'for p in ${PORTS:-80}; do httpd -p $p -h /www || exit 1; done; exec sleep 100000')
+
+
+def run_httpd(docker, name: str, *run_args, tag: str | None = None, ports: str = "80",
+              image: str = "busybox") -> str:
+    """`docker run -d` a container serving its tag (default: its name) over
+    HTTP on `ports`; returns the tag. Raises if the run fails."""
+    tag = tag or name
+    docker("run", "-d", "--name", name, "-e", f"TAG={tag}", "-e", f"PORTS={ports}", *run_args, image,
+           "sh", "-c", HTTPD_SCRIPT, check=True)
+    return tag
+
+
+def ctr_http(docker, name: str, url: str, timeout: int = 3) -> str | None:
+    """GET `url` from inside container `name`; the body, or None."""
+    r = docker("exec", name, "timeout", str(timeout), "wget", "-qO-", url, timeout=timeout + 30)
+    return r.stdout if r.returncode == 0 else None
+
+
+def ctr_http_eventually(docker, name: str, url: str, want: str, timeout: float = 20) -> str:
+    return _wait_for(lambda: (ctr_http(docker, name, url, 2) or "").strip() == want, timeout, 0.2,
+                     f"{url} to answer {want!r} inside {name}")

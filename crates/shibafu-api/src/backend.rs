@@ -390,6 +390,18 @@ pub struct NetworkReloadReport {
     pub errors: Vec<String>,
 }
 
+/// A network as `GET /networks` and `GET /networks/{id}` return it:
+/// Docker's `NetworkInspect` (flattened, so the JSON is Docker's) plus
+/// shibafu's `Policies` (the network policies protecting it; omitted when
+/// there are none).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct NetworkView {
+    #[serde(flatten)]
+    pub network: NetworkInspect,
+    #[serde(rename = "Policies", default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<NetworkPolicy>,
+}
+
 /// Networks: Docker's `/networks` routes plus shibafu's own
 /// (`/shibafu/networks/policies`, `/shibafu/networks/reload`).
 /// `id_or_name` accepts a full ID, a unique ID prefix or a name.
@@ -397,20 +409,18 @@ pub struct NetworkReloadReport {
 pub trait NetworkBackend: Send + Sync + 'static {
     /// `GET /networks?filters=` (name, id, label, driver, type=custom|builtin,
     /// dangling). Docker's list omits `Containers`; we fill it anyway.
-    async fn network_list(&self, filters: Filters) -> ApiResult<Vec<Network>>;
+    async fn network_list(&self, filters: Filters) -> ApiResult<Vec<NetworkView>>;
     /// `GET /networks/{id}` with `Containers` and IPAM config (gateway filled in).
-    async fn network_inspect(&self, id_or_name: &str) -> ApiResult<Network>;
+    async fn network_inspect(&self, id_or_name: &str) -> ApiResult<NetworkView>;
     /// `POST /networks/create`. 409 on a duplicate name, 400 on bad input
     /// (invalid CIDR, overlap, gateway outside subnet, bad option).
-    async fn network_create(&self, req: NetworkCreateRequest)
-        -> ApiResult<NetworkCreateResponse>;
+    async fn network_create(&self, req: NetworkCreateRequest) -> ApiResult<NetworkCreateResponse>;
     /// `DELETE /networks/{id}`: 409 while containers use it (names them),
     /// 403-equivalent Conflict for the predefined `bridge`/`host`/`none`.
     async fn network_remove(&self, id_or_name: &str) -> ApiResult<()>;
     /// `POST /networks/{id}/connect` (`Container`, `EndpointConfig` with
     /// `IPAMConfig.IPv4Address/IPv6Address` and `Aliases`).
-    async fn network_connect(&self, id_or_name: &str, req: NetworkConnectRequest)
-        -> ApiResult<()>;
+    async fn network_connect(&self, id_or_name: &str, req: NetworkConnectRequest) -> ApiResult<()>;
     /// `POST /networks/{id}/disconnect` (`Container`, `Force`).
     async fn network_disconnect(
         &self,
@@ -439,4 +449,5 @@ pub struct Backends {
     pub images: std::sync::Arc<dyn ImageBackend>,
     pub volumes: std::sync::Arc<dyn VolumeBackend>,
     pub system: std::sync::Arc<dyn SystemBackend>,
+    pub networks: std::sync::Arc<dyn NetworkBackend>,
 }

@@ -22,6 +22,7 @@
 mod adapters;
 mod archive;
 mod backend;
+pub mod bridge;
 mod ctr;
 pub mod error;
 pub mod events;
@@ -30,6 +31,7 @@ mod health;
 mod lifecycle;
 pub mod model;
 pub mod names;
+pub mod netsvc;
 pub mod network;
 pub mod ports;
 mod recovery;
@@ -54,8 +56,10 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 
+pub use bridge::BridgeAttacher;
 pub use error::EngineError;
 pub use model::ContainerRecord;
+pub use netsvc::NetworkService;
 pub use network::{LocalNetworks, NetworkAttacher};
 pub use ports::RunDirs;
 
@@ -125,12 +129,24 @@ impl Engine {
         cfg: EngineConfig,
         images: Arc<shibafu_image::ImageStore>,
     ) -> Result<Arc<Engine>, EngineError> {
+        Self::new_with_network(cfg, images, Arc::new(LocalNetworks)).await
+    }
+
+    /// [`Engine::new`] with the network layer installed before recovery,
+    /// so dead containers found at start are detached by it and
+    /// `restart: always` containers come back on their networks.
+    pub async fn new_with_network(
+        cfg: EngineConfig,
+        images: Arc<shibafu_image::ImageStore>,
+        net: Arc<dyn NetworkAttacher>,
+    ) -> Result<Arc<Engine>, EngineError> {
         let image_src = Arc::new(adapters::Images(images.clone()));
-        let engine = Self::with_parts(
+        let engine = Self::with_parts_net(
             cfg.clone(),
             image_src,
             Arc::new(adapters::Overlay),
             Arc::new(adapters::Supervisors::new(&cfg)),
+            net,
         )
         .await?;
         // Weak: the store must not keep the engine (and its database) alive.
@@ -139,11 +155,22 @@ impl Engine {
     }
 
     /// [`Engine::new`] with explicit parts (tests use fakes).
+    #[cfg(test)]
     pub(crate) async fn with_parts(
         cfg: EngineConfig,
         images: Arc<dyn ImageSource>,
         rootfs: Arc<dyn RootfsDriver>,
         runtime: Arc<dyn Runtime>,
+    ) -> Result<Arc<Engine>, EngineError> {
+        Self::with_parts_net(cfg, images, rootfs, runtime, Arc::new(LocalNetworks)).await
+    }
+
+    pub(crate) async fn with_parts_net(
+        cfg: EngineConfig,
+        images: Arc<dyn ImageSource>,
+        rootfs: Arc<dyn RootfsDriver>,
+        runtime: Arc<dyn Runtime>,
+        net: Arc<dyn NetworkAttacher>,
     ) -> Result<Arc<Engine>, EngineError> {
         for d in [
             cfg.data_root.join("containers"),
@@ -160,7 +187,7 @@ impl Engine {
             images,
             rootfs,
             runtime,
-            net: RwLock::new(Arc::new(LocalNetworks)),
+            net: RwLock::new(net),
             store,
             ctrs: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
@@ -196,6 +223,18 @@ impl Engine {
     /// Records of every container (a snapshot), e.g. for the networking layer.
     pub fn containers(&self) -> Vec<ContainerRecord> {
         self.ctrs.lock().values().map(|c| c.rec()).collect()
+    }
+
+    /// IDs of the containers whose network endpoints must be kept by a
+    /// reconcile: running or paused, or in the middle of a lifecycle
+    /// operation (a start attaching right now, a removal detaching).
+    pub fn network_live_set(&self) -> std::collections::HashSet<String> {
+        self.ctrs
+            .lock()
+            .values()
+            .filter(|c| c.rec().state.status.is_live() || c.op.try_lock().is_err())
+            .map(|c| c.id.clone())
+            .collect()
     }
 
     /// One container's record by ID, prefix or name.

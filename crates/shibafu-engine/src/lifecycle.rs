@@ -2,6 +2,7 @@
 //! restart policies, stop, kill, restart, pause, rm, rename, update, wait.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,10 +23,11 @@ use shibafu_runtime::{
 
 use crate::ctr::Ctr;
 use crate::error::{EngineError, Result};
-use crate::model::{ContainerRecord, HealthState, MountKind, NetMode, State, Status};
+use crate::model::{ContainerRecord, HealthState, MountKind, NetAttach, NetMode, State, Status};
 use crate::names;
+use crate::network::own_addresses;
 use crate::ports::{ExitInfo, Supervisor};
-use crate::spec::{self, NetRequest, SpecError};
+use crate::spec::{self, SpecError};
 use crate::status::should_restart;
 use crate::Engine;
 
@@ -83,7 +85,7 @@ pub fn resources_of(hc: &bollard_stubs::models::HostConfig) -> Resources {
 }
 
 /// `/etc/hosts` for a container.
-pub fn hosts_file(hostname: &str, domain: &str, extra: &[String]) -> String {
+pub fn hosts_file(hostname: &str, domain: &str, extra: &[String], own: &[IpAddr]) -> String {
     let mut s = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
@@ -92,7 +94,14 @@ pub fn hosts_file(hostname: &str, domain: &str, extra: &[String]) -> String {
     } else {
         format!("{hostname}.{domain} {hostname}")
     };
-    s.push_str(&format!("127.0.1.1\t{fqdn}\n"));
+    // Docker names the container's own addresses; without any (none
+    // mode), the hostname still resolves through 127.0.1.1.
+    if own.is_empty() {
+        s.push_str(&format!("127.0.1.1\t{fqdn}\n"));
+    }
+    for ip in own {
+        s.push_str(&format!("{ip}\t{fqdn}\n"));
+    }
     for e in extra {
         // "name:ip" (Docker CLI) or "name=ip".
         if let Some((name, ip)) = e.split_once(':').or_else(|| e.split_once('=')) {
@@ -205,18 +214,7 @@ impl Engine {
             Some(n) => Some(names::normalize_name(&n).map_err(EngineError::Invalid)?),
             None => None,
         };
-        let network = match &plan.network {
-            NetRequest::None => NetMode::None,
-            NetRequest::Host => NetMode::Host,
-            NetRequest::Bridge => NetMode::Bridge,
-            NetRequest::Container(target) => {
-                let t = self.lookup(target)?;
-                NetMode::Container(t.id.clone())
-            }
-            NetRequest::Named(n) => {
-                return Err(EngineError::NotFound(format!("network {n} not found")))
-            }
-        };
+        let (network, networks) = self.plan_networks(&body, &plan)?;
         let id = names::new_id();
         // Reserve the name atomically; everything after this rolls back.
         let name = {
@@ -245,6 +243,7 @@ impl Engine {
                 image,
                 plan,
                 network,
+                networks,
                 &mut created_volumes,
                 &mut created_dirs,
             )
@@ -275,6 +274,7 @@ impl Engine {
         image: crate::ports::ImageInfo,
         mut plan: spec::Plan,
         network: NetMode,
+        networks: Vec<NetAttach>,
         created_volumes: &mut Vec<String>,
         created_dirs: &mut Vec<PathBuf>,
     ) -> Result<ContainerCreateResponse> {
@@ -352,6 +352,7 @@ impl Engine {
             stop_signal: plan.stop_signal,
             stop_timeout: plan.stop_timeout,
             network_data: HashMap::new(),
+            networks,
         };
         self.persist(&rec)?;
         self.ctrs
@@ -447,7 +448,7 @@ impl Engine {
     async fn try_start(&self, c: &Arc<Ctr>, rec: &ContainerRecord, undo: &mut Undo) -> Result<()> {
         let id = rec.id.as_str();
         let network = match &rec.network {
-            NetMode::None | NetMode::Bridge => NetworkMode::None,
+            NetMode::None | NetMode::Bridge | NetMode::Network(_) => NetworkMode::None,
             NetMode::Host => NetworkMode::Host,
             NetMode::Container(target) => {
                 let t = self.ctrs.lock().get(target).cloned().ok_or_else(|| {
@@ -486,6 +487,11 @@ impl Engine {
         net.attach(rec, pid)
             .await
             .map_err(|e| EngineError::Runtime(format!("failed to set up networking: {e}")))?;
+        if !rec.networks.is_empty() {
+            // The container's own addresses in its /etc/hosts (known only
+            // now). Rewritten in place: the file is already bind-mounted.
+            self.write_hosts(rec, &own_addresses(&net.endpoints(rec)))?;
+        }
         self.wire_pending_attaches(c, &sup).await;
         sup.start().await.map_err(|m| self.start_error(m))?;
         // Running.
@@ -527,23 +533,8 @@ impl Engine {
     fn write_etc_files(&self, rec: &ContainerRecord) -> Result<[PathBuf; 3]> {
         let dir = self.ctr_dir(&rec.id);
         let hostname = rec.config.hostname.clone().unwrap_or_default();
-        let domain = rec.config.domainname.clone().unwrap_or_default();
         let hc = &rec.host_config;
-        let hosts = if rec.network == NetMode::Host {
-            let mut h = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-            for e in hc.extra_hosts.iter().flatten() {
-                if let Some((name, ip)) = e.split_once(':').or_else(|| e.split_once('=')) {
-                    h.push_str(&format!("{ip}\t{name}\n"));
-                }
-            }
-            h
-        } else {
-            hosts_file(
-                &hostname,
-                &domain,
-                hc.extra_hosts.as_deref().unwrap_or_default(),
-            )
-        };
+        let hosts = self.hosts_content(rec, &[]);
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let resolv = resolv_conf(
             &host_resolv,
@@ -560,6 +551,35 @@ impl Engine {
             std::fs::write(p, content).map_err(|e| EngineError::io(p.display(), e))?;
         }
         Ok([files[0].0.clone(), files[1].0.clone(), files[2].0.clone()])
+    }
+
+    /// Rewrite `/etc/hosts` with the container's own addresses.
+    fn write_hosts(&self, rec: &ContainerRecord, own: &[IpAddr]) -> Result<()> {
+        let p = self.ctr_dir(&rec.id).join("hosts");
+        std::fs::write(&p, self.hosts_content(rec, own))
+            .map_err(|e| EngineError::io(p.display(), e))
+    }
+
+    fn hosts_content(&self, rec: &ContainerRecord, own: &[IpAddr]) -> String {
+        let hostname = rec.config.hostname.clone().unwrap_or_default();
+        let domain = rec.config.domainname.clone().unwrap_or_default();
+        let hc = &rec.host_config;
+        if rec.network == NetMode::Host {
+            let mut h = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            for e in hc.extra_hosts.iter().flatten() {
+                if let Some((name, ip)) = e.split_once(':').or_else(|| e.split_once('=')) {
+                    h.push_str(&format!("{ip}\t{name}\n"));
+                }
+            }
+            h
+        } else {
+            hosts_file(
+                &hostname,
+                &domain,
+                hc.extra_hosts.as_deref().unwrap_or_default(),
+                own,
+            )
+        }
     }
 
     /// Make sure mount sources exist; fill fresh volumes from the image.
@@ -1416,9 +1436,13 @@ mod tests {
             cmd: Some(vec!["sleep".into(), "100".into()]),
             ..Default::default()
         };
-        let id = e.container_create(Some("x".into()), body).await.unwrap().id;
-        e.container_start("x").await.unwrap();
-        let c = e.lookup("x").unwrap();
+        let id = e
+            .container_create(Some("lost".into()), body)
+            .await
+            .unwrap()
+            .id;
+        e.container_start("lost").await.unwrap();
+        let c = e.lookup("lost").unwrap();
         let lost = || ExitInfo {
             code: crate::recovery::LOST_EXIT_CODE,
             error: Some("supervisor died: container has exited".into()),
@@ -1430,7 +1454,7 @@ mod tests {
         let st = c.rec().state;
         assert_eq!((st.status, st.exit_code), (Status::Exited, 137));
 
-        e.container_start("x").await.unwrap();
+        e.container_start("lost").await.unwrap();
         rt.exit_files.lock().insert(
             e.run_dirs(&id).run_dir,
             ExitInfo {
@@ -1447,7 +1471,7 @@ mod tests {
 
     #[test]
     fn etc_files() {
-        let h = hosts_file("abc", "", &["db:10.0.0.2".into()]);
+        let h = hosts_file("abc", "", &["db:10.0.0.2".into()], &[]);
         assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(h.contains("127.0.1.1\tabc\n"));
         assert!(h.contains("10.0.0.2\tdb\n"));

@@ -156,11 +156,29 @@ pub enum NetMode {
     #[default]
     None,
     Host,
-    /// `default`/`bridge`: for now a private netns with loopback only (the
-    /// bridge driver comes with the networking issue).
+    /// `default`/`bridge`: Docker's default bridge network (with no
+    /// network layer installed: a private netns with loopback only).
     Bridge,
     /// `container:<name|id>`, the target's full ID.
     Container(String),
+    /// A user-defined network, by the name it had at create.
+    Network(String),
+}
+
+/// One network a container is connected to (or will be at its next
+/// start): the primary one first (`eth0`, default route), then the ones
+/// added by `NetworkingConfig` or `network connect`, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct NetAttach {
+    pub network_id: String,
+    pub network_name: String,
+    /// Static `--ip` / `--ip6`.
+    pub ips: Vec<std::net::IpAddr>,
+    /// `--network-alias`.
+    pub aliases: Vec<String>,
+    /// `--mac-address` (normalised lower case).
+    pub mac: Option<String>,
 }
 
 impl NetMode {
@@ -170,6 +188,7 @@ impl NetMode {
             NetMode::None => Some("none"),
             NetMode::Host => Some("host"),
             NetMode::Bridge => Some("bridge"),
+            NetMode::Network(n) => Some(n),
             NetMode::Container(_) => None,
         }
     }
@@ -209,6 +228,9 @@ pub struct ContainerRecord {
     pub stop_timeout: i64,
     /// The network attacher's per-container data (networking issue).
     pub network_data: HashMap<String, serde_json::Value>,
+    /// The bridge networks to connect at start (empty for none, host,
+    /// `container:`).
+    pub networks: Vec<NetAttach>,
 }
 
 impl ContainerRecord {

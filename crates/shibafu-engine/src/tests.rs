@@ -230,7 +230,8 @@ async fn create_validates_before_acting() {
         },
     );
     match e.container_create(Some("x2".into()), bad).await {
-        Err(ApiError::NotFound(m)) => assert_eq!(m, "network mynet not found"),
+        // 400, not 404: the docker CLI reads a 404 from create as "no such image".
+        Err(ApiError::InvalidArgument(m)) => assert_eq!(m, "network mynet not found"),
         other => panic!("{other:?}"),
     }
     assert!(matches!(

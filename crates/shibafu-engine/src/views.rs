@@ -11,6 +11,7 @@ use bollard_stubs::models::{
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use shibafu_api::Filters;
+use shibafu_net::ports::PublishedPort;
 
 use crate::error::{EngineError, Result};
 use crate::model::{ContainerRecord, HealthStatus, MountKind, Status};
@@ -93,32 +94,45 @@ pub fn mount_points(rec: &ContainerRecord) -> Vec<MountPoint> {
         .collect()
 }
 
-fn exposed_ports(rec: &ContainerRecord) -> Vec<PortSummary> {
+/// `ps`'s `Ports`: every published port (host address and port), then
+/// the exposed ports that are not published, as Docker lists them.
+fn port_summaries(rec: &ContainerRecord, published: &[PublishedPort]) -> Vec<PortSummary> {
     if !rec.state.status.is_live() {
         return vec![];
     }
-    let mut out: Vec<PortSummary> = rec
-        .config
-        .exposed_ports
+    let typ_of = |proto: &str| match proto {
+        "udp" => PortSummaryTypeEnum::UDP,
+        "sctp" => PortSummaryTypeEnum::SCTP,
+        _ => PortSummaryTypeEnum::TCP,
+    };
+    let mut out: Vec<PortSummary> = published
         .iter()
-        .flatten()
-        .filter_map(|p| {
-            let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
-            let port: u16 = port.parse().ok()?;
-            let typ = match proto {
-                "udp" => PortSummaryTypeEnum::UDP,
-                "sctp" => PortSummaryTypeEnum::SCTP,
-                _ => PortSummaryTypeEnum::TCP,
-            };
-            Some(PortSummary {
-                ip: None,
-                private_port: port,
-                public_port: None,
-                typ: Some(typ),
-            })
+        .map(|p| PortSummary {
+            ip: Some(p.host_ip.to_string()),
+            private_port: p.container_port,
+            public_port: Some(p.host_port),
+            typ: Some(typ_of(p.proto.as_str())),
         })
         .collect();
-    out.sort_by_key(|p| p.private_port);
+    let exposed = rec.config.exposed_ports.iter().flatten().filter_map(|p| {
+        let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
+        let port: u16 = port.parse().ok()?;
+        let typ = typ_of(proto);
+        if published
+            .iter()
+            .any(|q| q.container_port == port && q.proto.as_str() == proto)
+        {
+            return None;
+        }
+        Some(PortSummary {
+            ip: None,
+            private_port: port,
+            public_port: None,
+            typ: Some(typ),
+        })
+    });
+    out.extend(exposed);
+    out.sort_by_key(|p| (p.private_port, p.ip.clone(), p.public_port));
     out
 }
 
@@ -221,12 +235,18 @@ impl Engine {
             ]),
         };
         let live = st.status.is_live();
-        let mut ports: bollard_stubs::models::PortMap = HashMap::new();
-        if live {
-            for p in rec.config.exposed_ports.iter().flatten() {
-                ports.insert(p.clone(), None);
-            }
-        }
+        let ports: bollard_stubs::models::PortMap = if live {
+            shibafu_net::ports::port_map(
+                &self.net().published(rec),
+                rec.config
+                    .exposed_ports
+                    .iter()
+                    .flatten()
+                    .map(|p| p.as_str()),
+            )
+        } else {
+            HashMap::new()
+        };
         let network_settings = NetworkSettings {
             sandbox_id: Some(if live { rec.id.clone() } else { String::new() }),
             sandbox_key: Some(if live && st.pid > 0 {
@@ -303,7 +323,7 @@ impl Engine {
             image_manifest_descriptor: None,
             command: Some(rec.command()),
             created: Some(rec.created.timestamp()),
-            ports: Some(exposed_ports(rec)),
+            ports: Some(port_summaries(rec, &self.net().published(rec))),
             size_rw,
             size_root_fs: size_root,
             labels: Some(rec.config.labels.clone().unwrap_or_default()),

@@ -30,7 +30,8 @@ use chrono::Utc;
 use ipnet::IpNet;
 
 use crate::firewall::{
-    DesiredState, Firewall, FirewallConfig, FirewallError, FwNetwork, Nft, NftRunner,
+    DesiredState, Firewall, FirewallConfig, FirewallError, FwNetwork, FwPolicyRule, Nft, NftRunner,
+    Proto,
 };
 use crate::ipam::{
     default_pools, mac_for, mac_string, AddressPool, Family, Ipam, IpamError, SubnetConfig,
@@ -42,8 +43,8 @@ use crate::netlink::{
 };
 use crate::ports::{PortAllocator, PortError, PortProbe, PortRequest, PublishedPort, SocketProbe};
 use crate::store::{
-    new_id, validate_name, ContainerNet, Endpoint, NetworkRecord, NetworkStore, StoreError,
-    OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_MTU,
+    new_id, validate_name, ContainerNet, Endpoint, NetworkRecord, NetworkStore, PolicyRecord,
+    PolicyRule, StoreError, OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_MTU,
 };
 
 /// Errors of this module (the layers' errors pass through unchanged, so
@@ -86,6 +87,10 @@ pub enum BridgeError {
     DuplicateNetwork(String),
     #[error("cannot publish ports: the container is on no network with outside access (internal networks only)")]
     NoGatewayForPorts,
+    #[error("network policy {0} has no rules: give deny or allow rules")]
+    EmptyPolicy(String),
+    #[error("invalid port 0 in the policy rule for network {0}")]
+    InvalidPolicyPort(String),
     #[error("network {network} was removed, but cleaning up failed: {err}")]
     RemovePartial { network: String, err: String },
 }
@@ -170,6 +175,25 @@ pub struct EndpointRequest {
     pub ips: Vec<IpAddr>,
     /// `--alias` (DNS names on this network).
     pub aliases: Vec<String>,
+    /// `--mac-address`; `None`: derived from the address (stable).
+    pub mac: Option<[u8; 6]>,
+}
+
+/// A MAC address as users write it (`02:42:de:ad:be:ef`); refused when
+/// malformed, multicast or all zeros.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.trim().split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(&parts) {
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    (mac[0] & 1 == 0 && mac != [0; 6]).then_some(mac)
 }
 
 impl EndpointRequest {
@@ -180,6 +204,10 @@ impl EndpointRequest {
         }
     }
 }
+
+/// One policy rule as given: the source network (name, id or prefix) and
+/// optionally one `(protocol, port)`.
+pub type PolicyRuleSpec = (String, Option<(Proto, u16)>);
 
 /// What [`BridgeNetworks::reconcile`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -321,7 +349,38 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
             }
         }
         ports.sort();
-        Ok(DesiredState { networks, ports })
+        let nets: HashMap<String, String> = self
+            .store
+            .list()?
+            .into_iter()
+            .map(|n| (n.id, n.bridge))
+            .collect();
+        let mut policies = Vec::new();
+        for p in self.store.policies()? {
+            let Some(to) = nets.get(&p.network) else {
+                continue;
+            };
+            for (allow, rules) in [(false, &p.deny), (true, &p.allow)] {
+                for r in rules {
+                    // A source network removed since: nothing comes from it.
+                    if let Some(from) = nets.get(&r.from) {
+                        policies.push(FwPolicyRule {
+                            from: from.clone(),
+                            to: to.clone(),
+                            port: r.port,
+                            allow,
+                        });
+                    }
+                }
+            }
+        }
+        policies.sort();
+        policies.dedup();
+        Ok(DesiredState {
+            networks,
+            ports,
+            policies,
+        })
     }
 
     fn apply_firewall(&self) -> Result<()> {
@@ -605,6 +664,17 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         // From here the network is gone; leftovers are reported and
         // reconcile removes them.
         let mut errs = Vec::new();
+        // Its policies go with it (the firewall update below drops them).
+        match self.store.policies() {
+            Ok(ps) => {
+                for p in ps.into_iter().filter(|p| p.network == rec.id) {
+                    if let Err(e) = self.store.remove_policy(&p.id) {
+                        errs.push(e.to_string());
+                    }
+                }
+            }
+            Err(e) => errs.push(e.to_string()),
+        }
         if let Err(e) = self.apply_firewall() {
             errs.push(e.to_string());
         }
@@ -651,6 +721,84 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
             }
         }
         Ok(out)
+    }
+
+    // ---- policies ----
+
+    /// `network policy create`: ingress rules for the containers of
+    /// `network`, each from a network (name, id or prefix) to every port
+    /// or to `(proto, port)`. Validated (every network exists), recorded,
+    /// then applied in one nftables transaction; a failed apply removes
+    /// the record again.
+    pub async fn create_policy(
+        &self,
+        name: &str,
+        network: &str,
+        deny: &[PolicyRuleSpec],
+        allow: &[PolicyRuleSpec],
+    ) -> Result<PolicyRecord> {
+        validate_name(name)?;
+        if deny.is_empty() && allow.is_empty() {
+            return Err(BridgeError::EmptyPolicy(name.to_string()));
+        }
+        let _g = self.net_lock.lock().await;
+        let target = self.store.resolve(network)?;
+        let rules = |list: &[PolicyRuleSpec]| -> Result<Vec<PolicyRule>> {
+            let mut out: Vec<PolicyRule> = Vec::new();
+            for (from, port) in list {
+                if let Some((_, 0)) = port {
+                    return Err(BridgeError::InvalidPolicyPort(from.clone()));
+                }
+                let r = PolicyRule {
+                    from: self.store.resolve(from)?.id,
+                    port: *port,
+                };
+                if !out.contains(&r) {
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        };
+        let rec = PolicyRecord {
+            id: new_id(),
+            name: name.to_string(),
+            network: target.id.clone(),
+            deny: rules(deny)?,
+            allow: rules(allow)?,
+            created: Utc::now(),
+        };
+        self.store.insert_policy(&rec)?;
+        if let Err(e) = self.apply_firewall() {
+            if let Err(r) = self.store.remove_policy(&rec.id) {
+                tracing::warn!("rollback of policy {name}: {r}");
+            }
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// All policies, by name.
+    pub fn policies(&self) -> Result<Vec<PolicyRecord>> {
+        Ok(self.store.policies()?)
+    }
+
+    /// A policy by id, name or id prefix.
+    pub fn policy(&self, key: &str) -> Result<PolicyRecord> {
+        Ok(self.store.resolve_policy(key)?)
+    }
+
+    /// `network policy rm`: the record, then the rules (one transaction).
+    pub async fn remove_policy(&self, key: &str) -> Result<PolicyRecord> {
+        let _g = self.net_lock.lock().await;
+        let p = self.store.resolve_policy(key)?;
+        self.store.remove_policy(&p.id)?;
+        if let Err(e) = self.apply_firewall() {
+            if let Err(r) = self.store.insert_policy(&p) {
+                tracing::warn!("rollback of policy removal {}: {r}", p.name);
+            }
+            return Err(e);
+        }
+        Ok(p)
     }
 
     // ---- containers ----
@@ -737,7 +885,11 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
                     endpoint_id: new_id(),
                     ifname,
                     host_veth: host_veth_name(container_id, &n.id),
-                    mac: first.map(|ip| mac_string(&mac_for(ip))).unwrap_or_default(),
+                    mac: r
+                        .mac
+                        .or(first.map(mac_for))
+                        .map(|m| mac_string(&m))
+                        .unwrap_or_default(),
                     addresses: a.iter().map(|x| x.ip_net()).collect(),
                     gateways: a.iter().map(|x| x.gateway).collect(),
                     aliases: r.aliases.clone(),
@@ -767,11 +919,7 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
                         netns: netns.to_path_buf(),
                         container_ifname: e.ifname.clone(),
                         mtu: n.mtu,
-                        mac: e
-                            .ip(false)
-                            .or(e.ip(true))
-                            .map(|a| mac_for(a.addr()))
-                            .unwrap_or([0x02, 0x42, 0, 0, 0, 0]),
+                        mac: parse_mac(&e.mac).unwrap_or([0x02, 0x42, 0, 0, 0, 0]),
                         addresses: e.addresses.clone(),
                         default_gateways: if e.is_gateway {
                             e.gateways.clone()
@@ -885,6 +1033,48 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
             }
         }
         errs
+    }
+
+    /// Daemon start, before any container is re-adopted or restarted: the
+    /// default network, every network's bridge (gone after a reboot) and
+    /// the whole firewall. Removes nothing; [`Self::reconcile`] follows
+    /// once the live containers are known. Failures are reported, not
+    /// fatal (the rest is still done).
+    pub async fn restore(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.ensure_default_network().await {
+            errors.push(format!("default network: {e}"));
+        }
+        let _g = self.net_lock.lock().await;
+        let nets = match self.store.list() {
+            Ok(n) => n,
+            Err(e) => return vec![e.to_string()],
+        };
+        let present: HashSet<String> = match self.links.list_links().await {
+            Ok(l) => l.into_iter().map(|l| l.name).collect(),
+            Err(e) => return vec![e.to_string()],
+        };
+        let owned = self.store.owned_bridges().unwrap_or_default();
+        for n in &nets {
+            if !present.contains(&n.bridge) && !owned.contains_key(&n.bridge) {
+                if let Err(e) = self.store.own_bridge(&n.bridge, &n.id) {
+                    errors.push(e.to_string());
+                }
+            }
+            if let Err(e) = self.setup_bridge(n).await {
+                errors.push(format!("bridge {} of {}: {e}", n.bridge, n.name));
+            }
+        }
+        let _f = self.fw_lock.lock().unwrap_or_else(|p| p.into_inner());
+        match self.desired_state() {
+            Ok(st) => {
+                if let Err(e) = self.firewall.reload(&st) {
+                    errors.push(format!("firewall: {e}"));
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        errors
     }
 
     /// Bring the kernel and the records in line with `live` (the ids of
@@ -1752,5 +1942,128 @@ mod tests {
         assert_eq!(removed, vec!["b".to_string()]);
         let left: Vec<String> = n.networks().unwrap().into_iter().map(|r| r.name).collect();
         assert_eq!(left, vec!["a", "bridge", "keep"]);
+    }
+
+    #[tokio::test]
+    async fn policies_validate_apply_atomically_and_go_with_their_network() {
+        let d = tempfile::tempdir().unwrap();
+        let n = open_at(d.path(), LinkState::default());
+        let web = n
+            .create_network(create("web", Some("10.61.0.0/24")))
+            .await
+            .unwrap();
+        let db = n
+            .create_network(create("db", Some("10.62.0.0/24")))
+            .await
+            .unwrap();
+        let allow = vec![("db".to_string(), Some((Proto::Tcp, 80)))];
+        // Validation: unknown networks, no rules, port 0, bad name.
+        for (name, net, deny, allow, want) in [
+            ("p", "nope", vec![], allow.clone(), "network nope not found"),
+            (
+                "p",
+                "web",
+                vec![("nope".to_string(), None)],
+                vec![],
+                "network nope not found",
+            ),
+            ("p", "web", vec![], vec![], "has no rules"),
+            (
+                "p",
+                "web",
+                vec![],
+                vec![("db".to_string(), Some((Proto::Tcp, 0)))],
+                "invalid port 0",
+            ),
+            ("bad name", "web", vec![], allow.clone(), "invalid"),
+        ] {
+            let e = n.create_policy(name, net, &deny, &allow).await.unwrap_err();
+            assert!(e.to_string().contains(want), "{e} !~ {want}");
+        }
+        assert!(n.policies().unwrap().is_empty());
+
+        // A failed apply leaves no record.
+        *n.firewall().runner().fail.lock().unwrap() = true;
+        assert!(n.create_policy("p", "web", &[], &allow).await.is_err());
+        assert!(n.policies().unwrap().is_empty());
+        *n.firewall().runner().fail.lock().unwrap() = false;
+
+        let p = n
+            .create_policy("p", "web", &[("web".to_string(), None)], &allow)
+            .await
+            .unwrap();
+        assert_eq!(p.network, web.id);
+        assert_eq!(p.allow[0].from, db.id);
+        let dup = n.create_policy("p", "web", &[], &allow).await.unwrap_err();
+        assert!(dup.to_string().contains("already exists"), "{dup}");
+        assert_eq!(n.policy("p").unwrap().id, p.id);
+        assert_eq!(n.policy(&p.id[..8]).unwrap().name, "p");
+
+        // Rendered by bridge name, and in the last batch applied.
+        let mut got = n.desired_state().unwrap().policies;
+        got.sort_by_key(|r| r.allow);
+        assert_eq!(
+            got,
+            vec![
+                FwPolicyRule {
+                    from: web.bridge.clone(),
+                    to: web.bridge.clone(),
+                    port: None,
+                    allow: false,
+                },
+                FwPolicyRule {
+                    from: db.bridge.clone(),
+                    to: web.bridge.clone(),
+                    port: Some((Proto::Tcp, 80)),
+                    allow: true,
+                },
+            ]
+        );
+        let last = n
+            .firewall()
+            .runner()
+            .batches
+            .lock()
+            .unwrap()
+            .last()
+            .cloned();
+        let text = last.unwrap().to_string();
+        assert!(
+            text.contains("pol_allow_port") && text.contains(&db.bridge),
+            "{text}"
+        );
+
+        // A removed source network drops its rules; a removed target
+        // network takes its policies along.
+        n.remove_network("db").await.unwrap();
+        assert_eq!(n.desired_state().unwrap().policies.len(), 1);
+        n.remove_network("web").await.unwrap();
+        assert!(n.policies().unwrap().is_empty());
+        assert!(n.desired_state().unwrap().policies.is_empty());
+        let e = n.remove_policy("p").await.unwrap_err();
+        assert!(e.to_string().contains("not found"), "{e}");
+    }
+
+    #[test]
+    fn mac_addresses_as_users_write_them() {
+        assert_eq!(
+            parse_mac("02:42:DE:ad:be:ef"),
+            Some([0x02, 0x42, 0xde, 0xad, 0xbe, 0xef])
+        );
+        assert_eq!(
+            parse_mac("02-42-de-ad-be-ef"),
+            Some([2, 0x42, 0xde, 0xad, 0xbe, 0xef])
+        );
+        for bad in [
+            "",
+            "02:42:de:ad:be",
+            "02:42:de:ad:be:ef:00",
+            "0242:de:ad:be:ef:0",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "zz:42:de:ad:be:ef",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
     }
 }

@@ -133,6 +133,19 @@ impl std::fmt::Display for PortMapping {
 pub struct DesiredState {
     pub networks: Vec<FwNetwork>,
     pub ports: Vec<PortMapping>,
+    /// Network policy rules, by bridge.
+    #[serde(default)]
+    pub policies: Vec<FwPolicyRule>,
+}
+
+/// One network policy rule on the wire: traffic entering bridge `to` from
+/// bridge `from` (to every port, or one), allowed or denied.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FwPolicyRule {
+    pub from: String,
+    pub to: String,
+    pub port: Option<(Proto, u16)>,
+    pub allow: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,8 +237,27 @@ fn elements(state: &DesiredState) -> BTreeMap<&'static str, Vec<Value>> {
         "dnat_ip6_port",
         "dnat_any4_port",
         "dnat_any6_port",
+        "pol_deny",
+        "pol_deny_port",
+        "pol_allow",
+        "pol_allow_port",
     ] {
         e.insert(k, Vec::new());
+    }
+    for r in &state.policies {
+        let (k, v) = match (r.allow, r.port) {
+            (false, None) => ("pol_deny", json!({"concat": [r.from, r.to]})),
+            (true, None) => ("pol_allow", json!({"concat": [r.from, r.to]})),
+            (allow, Some((proto, port))) => (
+                if allow {
+                    "pol_allow_port"
+                } else {
+                    "pol_deny_port"
+                },
+                json!({"concat": [r.from, r.to, proto.as_str(), port]}),
+            ),
+        };
+        e.get_mut(k).unwrap().push(v);
     }
     for n in &state.networks {
         e.get_mut("bridges").unwrap().push(json!(n.bridge));
@@ -315,6 +347,20 @@ fn structure(cfg: &FirewallConfig) -> Vec<Value> {
         set_decl("bridges", json!("ifname"), None),
         set_decl("internal", json!("ifname"), None),
         set_decl("same", json!(["ifname", "ifname"]), None),
+        // Network policies: source bridge . destination bridge (. proto
+        // . port).
+        set_decl("pol_deny", json!(["ifname", "ifname"]), None),
+        set_decl(
+            "pol_deny_port",
+            json!(["ifname", "ifname", "inet_proto", "inet_service"]),
+            None,
+        ),
+        set_decl("pol_allow", json!(["ifname", "ifname"]), None),
+        set_decl(
+            "pol_allow_port",
+            json!(["ifname", "ifname", "inet_proto", "inet_service"]),
+            None,
+        ),
         set_decl("masq4", json!("ipv4_addr"), Some(&["interval"])),
         set_decl("masq6", json!("ipv6_addr"), Some(&["interval"])),
         // subnet . bridge: a source on the bridge it is leaving by.
@@ -403,6 +449,46 @@ fn structure(cfg: &FirewallConfig) -> Vec<Value> {
             mark_accept(),
         ),
     ));
+    // Policies: deny wins over everything but replies (so also over
+    // published ports reached through the host), allow opens a path
+    // through the isolation below.
+    let bridges2 = || json!({"concat": [meta("iifname"), meta("oifname")]});
+    let bridges_port = || {
+        json!({"concat": [
+            meta("iifname"),
+            meta("oifname"),
+            meta("l4proto"),
+            {"payload": {"protocol": "th", "field": "dport"}}
+        ]})
+    };
+    v.push(rule(
+        f,
+        vec![
+            m("==", bridges2(), json!("@pol_deny")),
+            json!({"drop": null}),
+        ],
+    ));
+    v.push(rule(
+        f,
+        vec![
+            m("==", bridges_port(), json!("@pol_deny_port")),
+            json!({"drop": null}),
+        ],
+    ));
+    // Within one network (bridged frames pass here with br_netfilter):
+    // allowed, internal networks included.
+    v.push(rule(
+        f,
+        with(
+            vec![m(
+                "==",
+                json!({"concat": [meta("iifname"), meta("oifname")]}),
+                json!("@same"),
+            )],
+            mark_accept(),
+        ),
+    ));
+    // Internal networks: no way in or out.
     v.push(rule(
         f,
         vec![
@@ -428,11 +514,14 @@ fn structure(cfg: &FirewallConfig) -> Vec<Value> {
     v.push(rule(
         f,
         with(
-            vec![m(
-                "==",
-                json!({"concat": [meta("iifname"), meta("oifname")]}),
-                json!("@same"),
-            )],
+            vec![m("==", bridges2(), json!("@pol_allow"))],
+            mark_accept(),
+        ),
+    ));
+    v.push(rule(
+        f,
+        with(
+            vec![m("==", bridges_port(), json!("@pol_allow_port"))],
             mark_accept(),
         ),
     ));
@@ -880,6 +969,7 @@ mod tests {
                     container_port: 53,
                 },
             ],
+            policies: vec![],
         }
     }
 

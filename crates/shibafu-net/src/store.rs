@@ -42,6 +42,10 @@ pub enum StoreError {
     },
     #[error("network store: {0}")]
     Store(String),
+    #[error("network policy with name {0} already exists")]
+    PolicyExists(String),
+    #[error("network policy {0} not found")]
+    PolicyNotFound(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -157,6 +161,29 @@ const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 /// bridge name -> id of the network it was created for.
 const BRIDGES: TableDefinition<&str, &str> = TableDefinition::new("owned_bridges");
+/// policy id -> [`PolicyRecord`].
+const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("policies");
+
+/// One rule of a network policy: traffic from the containers of network
+/// `from` (its id), to every port or to one `(proto, port)`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PolicyRule {
+    pub from: String,
+    pub port: Option<(crate::firewall::Proto, u16)>,
+}
+
+/// A network policy: ingress rules for the containers of `network` (an
+/// id). Deny wins over allow; what matches no rule follows the default
+/// (same network allowed, other networks isolated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub id: String,
+    pub name: String,
+    pub network: String,
+    pub deny: Vec<PolicyRule>,
+    pub allow: Vec<PolicyRule>,
+    pub created: DateTime<Utc>,
+}
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Store(e.to_string())
@@ -179,6 +206,7 @@ impl NetworkStore {
         tx.open_table(NETWORKS).map_err(err)?;
         tx.open_table(CONTAINERS).map_err(err)?;
         tx.open_table(BRIDGES).map_err(err)?;
+        tx.open_table(POLICIES).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(NetworkStore { db })
     }
@@ -321,6 +349,70 @@ impl NetworkStore {
             .remove(bridge)
             .map_err(err)?;
         tx.commit().map_err(err)
+    }
+
+    /// Add a policy; refused when the name is taken.
+    pub fn insert_policy(&self, p: &PolicyRecord) -> Result<()> {
+        validate_name(&p.name)?;
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = tx.open_table(POLICIES).map_err(err)?;
+            for row in t.iter().map_err(err)? {
+                let (_, v) = row.map_err(err)?;
+                let r: PolicyRecord = decode(v.value())?;
+                if r.name == p.name {
+                    return Err(StoreError::PolicyExists(p.name.clone()));
+                }
+            }
+            let bytes = serde_json::to_vec(p).map_err(err)?;
+            t.insert(p.id.as_str(), bytes.as_slice()).map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    pub fn remove_policy(&self, id: &str) -> Result<Option<PolicyRecord>> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let old = {
+            let mut t = tx.open_table(POLICIES).map_err(err)?;
+            let v = t.remove(id).map_err(err)?;
+            v.map(|v| decode(v.value())).transpose()?
+        };
+        tx.commit().map_err(err)?;
+        Ok(old)
+    }
+
+    /// All policies, by name.
+    pub fn policies(&self) -> Result<Vec<PolicyRecord>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(POLICIES).map_err(err)?;
+        let mut out: Vec<PolicyRecord> = Vec::new();
+        for row in t.iter().map_err(err)? {
+            let (_, v) = row.map_err(err)?;
+            out.push(decode(v.value())?);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// A policy by full id, name or unambiguous id prefix.
+    pub fn resolve_policy(&self, key: &str) -> Result<PolicyRecord> {
+        let all = self.policies()?;
+        if let Some(p) = all.iter().find(|p| p.id == key || p.name == key) {
+            return Ok(p.clone());
+        }
+        let hits: Vec<&PolicyRecord> = if key.is_empty() {
+            Vec::new()
+        } else {
+            all.iter().filter(|p| p.id.starts_with(key)).collect()
+        };
+        match hits.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(StoreError::PolicyNotFound(key.to_string())),
+            many => Err(StoreError::Ambiguous {
+                prefix: key.to_string(),
+                matches: many.iter().map(|p| p.id.clone()).collect(),
+            }),
+        }
     }
 
     /// Bridges shibafu created: bridge name -> network id.

@@ -10,7 +10,7 @@ use common::{busybox, enter_private_netns, sh, FakeContainer};
 use ipnet::IpNet;
 use serde_json::Value;
 use shibafu_net::firewall::{
-    DesiredState, Firewall, FirewallConfig, FwNetwork, Nft, PortMapping, Proto,
+    DesiredState, Firewall, FirewallConfig, FwNetwork, FwPolicyRule, Nft, PortMapping, Proto,
     FOREIGN_RULE_COMMENT,
 };
 use shibafu_net::ipam::mac_for;
@@ -163,6 +163,7 @@ async fn nat_isolation_publish_and_flush_recovery() {
                 container_port: 80,
             },
         ],
+        policies: vec![],
     };
     let fw = Firewall::new(Nft::default(), FirewallConfig::default());
     let t = std::time::Instant::now();
@@ -243,6 +244,38 @@ async fn nat_isolation_publish_and_flush_recovery() {
         wget_in(Some(&c3), "http://192.0.2.1:8080/").contains("hello-shibafu"),
         "published port from another network"
     );
+
+    // Policies, applied as deltas: allow sf-b -> sf-a on tcp/80 only,
+    // then deny sf-a's own containers (deny wins over the same-network
+    // default and over published ports).
+    let mut sp = state.clone();
+    sp.policies.push(FwPolicyRule {
+        from: "sf-b".into(),
+        to: "sf-a".into(),
+        port: Some((Proto::Tcp, 80)),
+        allow: true,
+    });
+    fw.apply(&sp).unwrap();
+    assert!(
+        wget_in(Some(&c3), "http://10.81.0.2/").contains("hello-shibafu"),
+        "allowed by policy: another network on tcp/80"
+    );
+    assert!(!ping(&c3, "10.81.0.2"), "policy allows tcp/80 only");
+    sp.policies.push(FwPolicyRule {
+        from: "sf-a".into(),
+        to: "sf-a".into(),
+        port: None,
+        allow: false,
+    });
+    fw.apply(&sp).unwrap();
+    assert!(!ping(&c2, "10.81.0.2"), "denied by policy: same network");
+    assert!(
+        !wget_in(Some(&c2), "http://192.0.2.1:8080/").contains("hello"),
+        "deny also covers published ports"
+    );
+    fw.apply(&state).unwrap();
+    assert!(ping(&c2, "10.81.0.2"), "policies removed");
+    assert!(!ping(&c3, "10.81.0.2"), "isolation again");
 
     // A delta: unpublish 8080.
     let mut s2 = state.clone();

@@ -33,6 +33,127 @@ pub struct Config {
     pub daemon: DaemonSection,
     pub runtime: RuntimeSection,
     pub logging: LoggingSection,
+    pub network: NetworkSection,
+}
+
+/// Bridge networking.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Docker's `default-address-pools`: where automatic subnets come
+    /// from (`[{base: 10.10.0.0/16, size: 24}]`); empty = Docker's pools.
+    pub default_address_pools: Vec<PoolEntry>,
+    /// Host ports for `-p 80` and `-P` ("30000-32767").
+    pub port_range: Option<String>,
+    /// The default `bridge` network's gateway address with its prefix
+    /// (dockerd's `--bip`, "172.17.0.1/16"); unset = first free pool subnet.
+    pub bip: Option<String>,
+    /// The default `bridge` network's MTU.
+    pub mtu: Option<u32>,
+}
+
+/// One `default_address_pools` entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolEntry {
+    pub base: String,
+    pub size: u8,
+}
+
+impl PoolEntry {
+    /// dockerd's flag syntax: `base=10.10.0.0/16,size=24`.
+    pub fn parse_flag(s: &str) -> Result<PoolEntry, String> {
+        let mut base = None;
+        let mut size = None;
+        for kv in s.split(',') {
+            match kv.split_once('=') {
+                Some(("base", v)) => base = Some(v.to_string()),
+                Some(("size", v)) => {
+                    size = Some(
+                        v.parse::<u8>()
+                            .map_err(|_| format!("invalid pool size {v:?} in {s:?}"))?,
+                    )
+                }
+                _ => return Err(format!("invalid address pool {s:?}: want base=CIDR,size=N")),
+            }
+        }
+        match (base, size) {
+            (Some(base), Some(size)) => Ok(PoolEntry { base, size }),
+            _ => Err(format!("invalid address pool {s:?}: want base=CIDR,size=N")),
+        }
+    }
+}
+
+/// `LO-HI` host port range.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("invalid port range {s:?}: want LOW-HIGH, 1-65535, LOW <= HIGH");
+    let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
+    let lo: u16 = a.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = b.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+impl NetworkSection {
+    /// The bridge layer's configuration for the data dir `dir`.
+    pub fn bridge_config(
+        &self,
+        dir: PathBuf,
+    ) -> Result<shibafu_net::bridge::BridgeConfig, ConfigError> {
+        let mut c = shibafu_net::bridge::BridgeConfig::new(dir);
+        if !self.default_address_pools.is_empty() {
+            c.pools = self
+                .default_address_pools
+                .iter()
+                .map(|p| {
+                    shibafu_net::ipam::AddressPool::new(&p.base, p.size).map_err(|e| {
+                        ConfigError::Value {
+                            key: "network.default_address_pools",
+                            value: format!("base={},size={}", p.base, p.size),
+                            why: e.to_string(),
+                        }
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(r) = &self.port_range {
+            c.port_range = parse_port_range(r).map_err(|why| ConfigError::Value {
+                key: "network.port_range",
+                value: r.clone(),
+                why,
+            })?;
+        }
+        if let Some(d) = c.default_network.as_mut() {
+            d.mtu = self.mtu;
+            if let Some(b) = &self.bip {
+                let bad = |why: String| ConfigError::Value {
+                    key: "network.bip",
+                    value: b.clone(),
+                    why,
+                };
+                let net: ipnet::IpNet = b.parse().map_err(|_| {
+                    bad("want a gateway address with prefix, e.g. 172.17.0.1/16".into())
+                })?;
+                if net.addr() == net.network() {
+                    return Err(bad("the address is the subnet's network address".into()));
+                }
+                d.subnet = Some(net.trunc());
+                d.gateway = Some(net.addr());
+            }
+        }
+        if let Some(m) = self.mtu {
+            if !(68..=65535).contains(&m) {
+                return Err(ConfigError::Value {
+                    key: "network.mtu",
+                    value: m.to_string(),
+                    why: "an MTU is a number from 68 to 65535".into(),
+                });
+            }
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -116,6 +237,9 @@ impl Config {
         if let Some(v) = get("SHIBAFU_LOG_LEVEL") {
             self.logging.level = v;
         }
+        if let Some(v) = get("SHIBAFU_PORT_RANGE") {
+            self.network.port_range = Some(v);
+        }
     }
 
     /// Checks values that can be checked without touching the system.
@@ -147,6 +271,7 @@ impl Config {
                 why: "must be at least 1".into(),
             });
         }
+        self.network.bridge_config(PathBuf::from("/"))?;
         if !matches!(self.logging.format.as_str(), "text" | "json") {
             return Err(ConfigError::Value {
                 key: "logging.format",
@@ -238,6 +363,37 @@ mod tests {
         let mut c = Config::default();
         c.daemon.host = "tcp://0.0.0.0:2375".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn network_section() {
+        let c = Config::parse(
+            "network:\n  default_address_pools:\n    - base: 10.10.0.0/16\n      size: 24\n  port_range: 40000-40100\n  bip: 10.99.0.1/24\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let b = c.network.bridge_config("/x".into()).unwrap();
+        assert_eq!(b.port_range, (40000, 40100));
+        assert_eq!(b.pools[0].base.to_string(), "10.10.0.0/16");
+        let d = b.default_network.unwrap();
+        assert_eq!(d.subnet.unwrap().to_string(), "10.99.0.0/24");
+        assert_eq!(d.gateway.unwrap().to_string(), "10.99.0.1");
+        assert!(Config::parse("network:\n  port_rang: 1-2\n").is_err());
+        for bad in ["port_range: 5-1", "bip: 10.0.0.0/24", "mtu: 10"] {
+            let c = Config::parse(&format!("network:\n  {bad}\n")).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "SHIBAFU_PORT_RANGE").then(|| "1000-2000".to_string()));
+        assert_eq!(c.network.port_range.as_deref(), Some("1000-2000"));
+        assert_eq!(
+            PoolEntry::parse_flag("base=10.1.0.0/16,size=24").unwrap(),
+            PoolEntry {
+                base: "10.1.0.0/16".into(),
+                size: 24
+            }
+        );
+        assert!(PoolEntry::parse_flag("base=10.1.0.0/16").is_err());
     }
 
     #[test]

@@ -41,6 +41,19 @@ struct DaemonArgs {
     /// Check the configuration and exit
     #[arg(long = "validate")]
     validate: bool,
+    /// Address pool for automatic subnets: base=CIDR,size=N (repeatable;
+    /// replaces the config file's pools)
+    #[arg(long = "default-address-pool")]
+    default_address_pool: Vec<String>,
+    /// Host ports for `-p 80` and `-P`: LOW-HIGH [default: 30000-32767]
+    #[arg(long = "port-range")]
+    port_range: Option<String>,
+    /// The default bridge's gateway address with prefix (172.17.0.1/16)
+    #[arg(long = "bip")]
+    bip: Option<String>,
+    /// MTU of the default bridge network
+    #[arg(long = "mtu")]
+    mtu: Option<u32>,
 }
 
 pub fn main(argv: &[OsString]) -> i32 {
@@ -112,6 +125,23 @@ fn resolve_config(args: &DaemonArgs) -> Result<Config> {
     }
     if let Some(f) = &args.log_format {
         cfg.logging.format = f.clone();
+    }
+    if !args.default_address_pool.is_empty() {
+        cfg.network.default_address_pools = args
+            .default_address_pool
+            .iter()
+            .map(|p| config::PoolEntry::parse_flag(p))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?;
+    }
+    if let Some(r) = &args.port_range {
+        cfg.network.port_range = Some(r.clone());
+    }
+    if let Some(b) = &args.bip {
+        cfg.network.bip = Some(b.clone());
+    }
+    if let Some(m) = args.mtu {
+        cfg.network.mtu = Some(m);
     }
     cfg.validate()?;
     Ok(cfg)
@@ -202,9 +232,38 @@ async fn run(cfg: Config) -> Result<()> {
             p.exists().then_some(p)
         }),
     };
-    let engine = shibafu_engine::Engine::new(engine_cfg, images.clone())
-        .await
-        .context("cannot start the engine")?; // registers itself as the images' user
+    // Networking first: bridges and rules must exist before the engine
+    // re-adopts containers and restarts `always` ones onto them.
+    let nets = Arc::new(
+        shibafu_net::bridge::BridgeNetworks::open_host(
+            cfg.network.bridge_config(data_root.join("network"))?,
+        )
+        .context("cannot open the network state")?,
+    );
+    for e in nets.restore().await {
+        tracing::warn!(error = %e, "restoring networks");
+    }
+    let engine = shibafu_engine::Engine::new_with_network(
+        engine_cfg,
+        images.clone(),
+        Arc::new(shibafu_engine::BridgeAttacher::new(nets.clone())),
+    )
+    .await
+    .context("cannot start the engine")?; // registers itself as the images' user
+                                          // Now the live containers are known: release what dead ones held.
+    match nets.reconcile(&engine.network_live_set()).await {
+        Ok(rep) => {
+            let r = shibafu_engine::netsvc::reload_report(&rep);
+            for a in &r.actions {
+                tracing::info!("network reconcile: {a}");
+            }
+            for e in &r.errors {
+                tracing::warn!("network reconcile: {e}");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "network reconcile failed"),
+    }
+    let firewall_watch = tokio::spawn(watch_firewall(nets.clone()));
 
     let backends = shibafu_api::Backends {
         containers: engine.clone(),
@@ -214,6 +273,10 @@ async fn run(cfg: Config) -> Result<()> {
         }),
         volumes: engine.clone(),
         system: engine.clone(),
+        networks: Arc::new(shibafu_engine::NetworkService::new(
+            engine.clone(),
+            nets.clone(),
+        )),
     };
     let listener = shibafu_api::server::bind_unix(&socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
@@ -227,9 +290,30 @@ async fn run(cfg: Config) -> Result<()> {
         .await
         .context("API server failed")?;
     tracing::info!("shutting down; containers keep running under their supervisors");
+    firewall_watch.abort();
     engine.shutdown().await;
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// How often the firewall's table is checked for.
+const FIREWALL_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Re-applies the rules when shibafu's nftables table vanished (`nft flush
+/// ruleset`, a firewall manager's reload), without a daemon restart.
+async fn watch_firewall(nets: Arc<shibafu_net::bridge::BridgeNetworks>) {
+    let mut tick = tokio::time::interval(FIREWALL_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let n = nets.clone();
+        match tokio::task::spawn_blocking(move || n.ensure_firewall()).await {
+            Ok(Ok(true)) => tracing::warn!("firewall table was missing; rules re-applied"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "checking the firewall"),
+            Err(e) => tracing::warn!(error = %e, "firewall check task"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -13,6 +13,7 @@ mod containers;
 mod error;
 mod exec;
 mod images;
+mod networks;
 mod query;
 mod system;
 mod volumes;
@@ -199,6 +200,7 @@ pub fn router(backends: Backends) -> Router {
                 .delete(images::dispatch),
         )
         .merge(volumes::routes())
+        .merge(networks::routes())
         .fallback(error::page_not_found)
         .method_not_allowed_fallback(error::page_not_found)
         .with_state(backends);

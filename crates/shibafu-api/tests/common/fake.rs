@@ -160,6 +160,7 @@ impl Fake {
             images: a.clone(),
             volumes: a.clone(),
             system: a,
+            networks: Arc::new(NoNetworks),
         }
     }
 
@@ -1506,5 +1507,56 @@ impl SystemBackend for Fake {
         Ok(past
             .chain(live.filter(move |e| futures::future::ready(matches(e))))
             .boxed())
+    }
+}
+
+/// The HTTP tests exercise no network routes: every network is unknown.
+pub struct NoNetworks;
+
+#[async_trait]
+impl NetworkBackend for NoNetworks {
+    async fn network_list(&self, _f: Filters) -> ApiResult<Vec<NetworkView>> {
+        Ok(vec![])
+    }
+    async fn network_inspect(&self, id: &str) -> ApiResult<NetworkView> {
+        Err(ApiError::NotFound(format!("network {id} not found")))
+    }
+    async fn network_create(&self, r: NetworkCreateRequest) -> ApiResult<NetworkCreateResponse> {
+        Err(ApiError::InvalidArgument(format!(
+            "cannot create {}",
+            r.name
+        )))
+    }
+    async fn network_remove(&self, id: &str) -> ApiResult<()> {
+        Err(ApiError::NotFound(format!("network {id} not found")))
+    }
+    async fn network_connect(&self, id: &str, _r: NetworkConnectRequest) -> ApiResult<()> {
+        Err(ApiError::NotFound(format!("network {id} not found")))
+    }
+    async fn network_disconnect(&self, id: &str, _r: NetworkDisconnectRequest) -> ApiResult<()> {
+        Err(ApiError::NotFound(format!("network {id} not found")))
+    }
+    async fn network_prune(&self, _f: Filters) -> ApiResult<NetworkPruneResponse> {
+        Ok(NetworkPruneResponse {
+            networks_deleted: Some(vec![]),
+        })
+    }
+    async fn policy_create(&self, p: NetworkPolicy) -> ApiResult<NetworkPolicy> {
+        Err(ApiError::NotFound(format!(
+            "network {} not found",
+            p.network
+        )))
+    }
+    async fn policy_list(&self, _n: Option<String>) -> ApiResult<Vec<NetworkPolicy>> {
+        Ok(vec![])
+    }
+    async fn policy_inspect(&self, n: &str) -> ApiResult<NetworkPolicy> {
+        Err(ApiError::NotFound(format!("network policy {n} not found")))
+    }
+    async fn policy_remove(&self, n: &str) -> ApiResult<()> {
+        Err(ApiError::NotFound(format!("network policy {n} not found")))
+    }
+    async fn network_reload(&self) -> ApiResult<NetworkReloadReport> {
+        Ok(NetworkReloadReport::default())
     }
 }
