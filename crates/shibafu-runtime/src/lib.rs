@@ -19,6 +19,7 @@
 //!    the supervisor is dead: use [`read_exit_status`], and if there is none
 //!    (it crashed) [`cleanup`].
 
+pub mod bpf;
 pub mod cgroups;
 pub mod client;
 pub mod config;

@@ -272,6 +272,18 @@ struct DockerExecutor {
     /// Seccomp to load right before exec (exec processes with
     /// no-new-privileges: libcontainer's tenant path drops `linux.seccomp`).
     seccomp: Option<LinuxSeccomp>,
+    /// A pre-compiled filter to install (and the capabilities to drop to
+    /// afterwards) in `validate`, in place of libcontainer's per-container
+    /// compile: see [`crate::bpf`].
+    install: Option<std::sync::Arc<Install>>,
+}
+
+/// What [`crate::bpf::install`] needs inside the init or exec process.
+struct Install {
+    prog: Vec<u8>,
+    /// The spec's real capabilities when libcontainer was given
+    /// [`crate::bpf::INSTALL_CAPS`] on top; `None` with no-new-privileges.
+    caps: Option<libcontainer::oci_spec::runtime::LinuxCapabilities>,
 }
 
 /// A failed lookup/exec: exit code (126/127) and message.
@@ -369,6 +381,13 @@ impl DockerExecutor {
 
 impl Executor for DockerExecutor {
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        if let Some(inst) = &self.install {
+            if let Err(e) = crate::bpf::install(&inst.prog, inst.caps.as_ref()) {
+                let f = (126, format!("loading seccomp: {e}"));
+                self.report(&f);
+                return Err(ExecutorValidationError::ArgValidationError(f.1));
+            }
+        }
         let path = path_of(spec);
         for prog in Self::programs(spec) {
             if let Err(f) = look_path(&prog, &path) {
@@ -599,6 +618,9 @@ struct Supervisor {
     exit: Option<(i32, Option<i32>)>,
     exited_at: Option<Instant>,
     host: Option<HostInfo>,
+    /// libcontainer got a spec without `linux.seccomp` (see
+    /// [`precompiled_seccomp`]): execs must install the filter themselves.
+    precompiled: bool,
     exec_seq: u32,
     buf: Box<[u8; CHUNK]>,
 }
@@ -609,6 +631,50 @@ fn read_run_config(dirs: &SupervisorDirs) -> Result<RunConfig, SupervisorError> 
         .map_err(|e| SupervisorError::Config(p.display().to_string(), e.to_string()))?;
     serde_json::from_slice(&data)
         .map_err(|e| SupervisorError::Config(p.display().to_string(), e.to_string()))
+}
+
+/// Where libcontainer reads the spec from, and the filter the executor
+/// installs. When the spec has a seccomp profile that can be pre-compiled
+/// ([`crate::bpf`]), libcontainer gets a copy in the run dir without
+/// `linux.seccomp` and (without no-new-privileges) with the capabilities
+/// needed to install it; the bundle's `config.json` stays the real spec.
+/// Otherwise libcontainer reads the bundle and compiles the profile itself.
+fn precompiled_seccomp(
+    dirs: &SupervisorDirs,
+) -> Result<(PathBuf, Option<std::sync::Arc<Install>>), SupervisorError> {
+    let p = dirs.spec_file();
+    let mut spec = Spec::load(&p)
+        .map_err(|e| SupervisorError::Config(p.display().to_string(), e.to_string()))?;
+    let Some(sc) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
+        return Ok((dirs.bundle.clone(), None));
+    };
+    if !crate::bpf::cacheable(&sc) {
+        return Ok((dirs.bundle.clone(), None));
+    }
+    let Ok(prog) = crate::bpf::load_or_compile(&sc, &crate::bpf::cache_dir(&dirs.runtime_root))
+    else {
+        // libcontainer compiles it and reports any error in the profile.
+        return Ok((dirs.bundle.clone(), None));
+    };
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_seccomp(None);
+    }
+    let mut caps = None;
+    if let Some(process) = spec.process_mut() {
+        if process.no_new_privileges() != Some(true) {
+            if let Some(real) = process.capabilities().clone() {
+                process.set_capabilities(Some(crate::bpf::with_install_caps(&real)));
+                caps = Some(real);
+            }
+        }
+    }
+    let out = dirs.run_dir.join("config.json");
+    spec.save(&out)
+        .map_err(|e| SupervisorError::Config(out.display().to_string(), e.to_string()))?;
+    Ok((
+        dirs.run_dir.clone(),
+        Some(std::sync::Arc::new(Install { prog, caps })),
+    ))
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
@@ -634,6 +700,7 @@ impl Supervisor {
         let undo = |dirs: &SupervisorDirs| {
             let _ = std::fs::remove_file(dirs.socket());
             let _ = std::fs::remove_file(dirs.pid_file());
+            let _ = std::fs::remove_file(dirs.run_dir.join("config.json"));
             let _ = std::fs::remove_dir(&dirs.run_dir);
         };
         match Self::create_inner(dirs, cfg, listener) {
@@ -654,10 +721,13 @@ impl Supervisor {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 
         let (err_r, err_w) = pipe_cloexec().map_err(ioe("pipe"))?;
+        let (lc_bundle, install) = precompiled_seccomp(dirs)?;
         let executor = DockerExecutor {
             err_fd: err_w.as_raw_fd(),
             seccomp: None,
+            install,
         };
+        let precompiled = lc_bundle != dirs.bundle;
         let mut builder = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
             .with_root_path(&dirs.runtime_root)
             .map_err(|e| SupervisorError::Create(libcontainer_message(&e)))?
@@ -689,7 +759,7 @@ impl Supervisor {
 
         default_signals_for_children();
         let built = builder
-            .as_init(&dirs.bundle)
+            .as_init(&lc_bundle)
             .with_systemd(false)
             .with_detach(true)
             .build();
@@ -786,6 +856,7 @@ impl Supervisor {
             exit: None,
             exited_at: None,
             host: None,
+            precompiled,
             exec_seq: 0,
             buf: Box::new([0u8; CHUNK]),
         };
@@ -1333,8 +1404,9 @@ impl Supervisor {
             ));
         }
         let host = self.host.get_or_insert_with(HostInfo::detect).clone();
-        let process =
+        let mut process =
             crate::spec::exec_process(&self.cfg, &spec, &host).map_err(|e| e.to_string())?;
+        let install = self.exec_install(&mut process, spec.privileged)?;
         self.exec_seq += 1;
         let seq = self.exec_seq;
         let proc_path = self.dirs.run_dir.join(format!("exec-{seq}.json"));
@@ -1357,7 +1429,8 @@ impl Supervisor {
         };
         let executor = DockerExecutor {
             err_fd: err_w.as_raw_fd(),
-            seccomp,
+            seccomp: if self.precompiled { None } else { seccomp },
+            install,
         };
         let builder = match ContainerBuilder::new(self.cfg.id.clone(), SyscallType::default())
             .with_root_path(&self.dirs.runtime_root)
@@ -1485,6 +1558,38 @@ impl Supervisor {
         self.execs.push(e);
         shed_memory();
         Ok(pid)
+    }
+
+    /// With a pre-compiled filter, libcontainer's copy of the spec has no
+    /// seccomp: the exec installs it as the init did (libcontainer's tenant
+    /// path applies the container's profile except to no-new-privileges
+    /// execs of privileged processes).
+    fn exec_install(
+        &self,
+        process: &mut libcontainer::oci_spec::runtime::Process,
+        privileged_exec: bool,
+    ) -> Result<Option<std::sync::Arc<Install>>, String> {
+        if !self.precompiled {
+            return Ok(None);
+        }
+        let nnp = self.cfg.security.no_new_privileges;
+        if nnp && privileged_exec {
+            return Ok(None);
+        }
+        let sc = self
+            .container_seccomp()
+            .ok_or_else(|| "reading the container's seccomp profile".to_string())?;
+        let prog =
+            crate::bpf::load_or_compile(&sc, &crate::bpf::cache_dir(&self.dirs.runtime_root))
+                .map_err(|e| e.to_string())?;
+        let mut caps = None;
+        if process.no_new_privileges() != Some(true) {
+            if let Some(real) = process.capabilities().clone() {
+                process.set_capabilities(Some(crate::bpf::with_install_caps(&real)));
+                caps = Some(real);
+            }
+        }
+        Ok(Some(std::sync::Arc::new(Install { prog, caps })))
     }
 
     fn container_seccomp(&self) -> Option<LinuxSeccomp> {
@@ -1754,6 +1859,7 @@ impl Supervisor {
         self.settle_new_conns(SETTLE);
         let _ = std::fs::remove_file(self.dirs.socket());
         let _ = std::fs::remove_file(self.dirs.pid_file());
+        let _ = std::fs::remove_file(self.dirs.run_dir.join("config.json"));
         let _ = std::fs::remove_dir(&self.dirs.run_dir);
 
         let payload = serde_json::to_vec(&status).unwrap_or_default();
