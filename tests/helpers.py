@@ -152,6 +152,9 @@ class Daemon:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
+        # Never forward container DNS to the host's resolvers: a local fake
+        # (test_dns.py serves one on 127.0.0.153 when it needs one).
+        env.setdefault("SHIBAFU_DNS_UPSTREAMS", "127.0.0.153")
         self.proc = subprocess.Popen(
             ["nsenter", "-t", str(self.holder.pid), "-n", "-m", self.bin, "daemon",
              "--host", self.host, "--data-root", str(self.data_root), "--exec-root", str(self.exec_root)],

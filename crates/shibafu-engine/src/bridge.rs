@@ -20,11 +20,26 @@ use crate::network::{default_endpoints, NetworkAttacher, NetworkRef};
 /// host, `container:`) behave as with [`crate::LocalNetworks`].
 pub struct BridgeAttacher {
     nets: Arc<BridgeNetworks>,
+    /// Zone suffix of the embedded DNS; `None` = no embedded DNS
+    /// (containers keep the host's resolvers).
+    dns_zone_suffix: Option<String>,
 }
 
 impl BridgeAttacher {
     pub fn new(nets: Arc<BridgeNetworks>) -> Self {
-        BridgeAttacher { nets }
+        BridgeAttacher {
+            nets,
+            dns_zone_suffix: None,
+        }
+    }
+
+    /// With the embedded DNS serving user-defined networks under
+    /// `NETWORK.<zone_suffix>`: their containers' resolv.conf points at it.
+    pub fn with_dns(nets: Arc<BridgeNetworks>, zone_suffix: &str) -> Self {
+        BridgeAttacher {
+            nets,
+            dns_zone_suffix: Some(zone_suffix.to_string()),
+        }
     }
 
     /// The endpoint request for one recorded attachment. The network is
@@ -155,6 +170,19 @@ impl NetworkAttacher for BridgeAttacher {
             )) => Ok(None),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn resolver(&self, rec: &ContainerRecord) -> Option<crate::dns::ResolverConf> {
+        let suffix = self.dns_zone_suffix.as_deref()?;
+        if !matches!(rec.network, NetMode::Bridge | NetMode::Network(_)) {
+            return None;
+        }
+        let nets: Vec<_> = rec
+            .networks
+            .iter()
+            .filter_map(|a| self.nets.network(&a.network_id).ok())
+            .collect();
+        crate::dns::resolver_for(&nets.iter().collect::<Vec<_>>(), suffix)
     }
 
     fn published(&self, rec: &ContainerRecord) -> Vec<PublishedPort> {

@@ -66,6 +66,12 @@ impl Events {
         }
     }
 
+    /// Live events only, unfiltered, for the daemon's own followers (the
+    /// DNS table); a lagging receiver gets `Lagged` and must resync.
+    pub fn raw_subscribe(&self) -> broadcast::Receiver<EventMessage> {
+        self.tx.subscribe()
+    }
+
     pub fn listeners(&self) -> usize {
         self.tx.receiver_count()
     }

@@ -24,6 +24,7 @@ mod archive;
 mod backend;
 pub mod bridge;
 mod ctr;
+pub mod dns;
 pub mod error;
 pub mod events;
 mod exec;
@@ -57,6 +58,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::{Mutex, RwLock};
 
 pub use bridge::BridgeAttacher;
+pub use dns::DnsService;
 pub use error::EngineError;
 pub use model::ContainerRecord;
 pub use netsvc::NetworkService;

@@ -535,13 +535,24 @@ impl Engine {
         let hostname = rec.config.hostname.clone().unwrap_or_default();
         let hc = &rec.host_config;
         let hosts = self.hosts_content(rec, &[]);
-        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let resolv = resolv_conf(
-            &host_resolv,
-            hc.dns.as_deref().unwrap_or_default(),
-            hc.dns_search.as_deref().unwrap_or_default(),
-            hc.dns_options.as_deref().unwrap_or_default(),
-        );
+        let resolv = match self.net().resolver(rec) {
+            // User-defined networks: the embedded DNS (`--dns` servers
+            // become its upstreams for this container, as with Docker).
+            Some(r) => crate::dns::embedded_resolv_conf(
+                &r,
+                hc.dns_search.as_deref().unwrap_or_default(),
+                hc.dns_options.as_deref().unwrap_or_default(),
+            ),
+            None => {
+                let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+                resolv_conf(
+                    &host_resolv,
+                    hc.dns.as_deref().unwrap_or_default(),
+                    hc.dns_search.as_deref().unwrap_or_default(),
+                    hc.dns_options.as_deref().unwrap_or_default(),
+                )
+            }
+        };
         let files = [
             (dir.join("hostname"), format!("{hostname}\n")),
             (dir.join("hosts"), hosts),

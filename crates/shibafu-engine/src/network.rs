@@ -42,6 +42,11 @@ pub trait NetworkAttacher: Send + Sync + 'static {
     fn lookup(&self, _key: &str) -> Result<Option<NetworkRef>, String> {
         Ok(None)
     }
+    /// The embedded DNS resolver of a container on user-defined networks
+    /// (its resolv.conf points there); `None` keeps the host's resolvers.
+    fn resolver(&self, _container: &ContainerRecord) -> Option<crate::dns::ResolverConf> {
+        None
+    }
     /// The ports the running container publishes (inspect, ps).
     fn published(&self, _container: &ContainerRecord) -> Vec<PublishedPort> {
         Vec::new()

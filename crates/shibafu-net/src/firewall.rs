@@ -722,9 +722,17 @@ pub struct Nft {
 }
 
 impl Default for Nft {
+    /// `nft` as found in `PATH` now, once: every firewall change and the
+    /// watchdog's check spawn it, and an exec walking `PATH` tries each
+    /// directory first.
     fn default() -> Self {
+        let found = std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("nft"))
+                .find(|f| f.is_file())
+        });
         Nft {
-            binary: "nft".into(),
+            binary: found.unwrap_or_else(|| "nft".into()),
         }
     }
 }

@@ -320,6 +320,21 @@ impl NetworkStore {
         Ok(old)
     }
 
+    /// [`Self::remove_container`] for a container that is gone (detach),
+    /// not fsynced: after a crash reconcile drops the records of containers
+    /// that are not alive anyway, and the next synced commit persists it.
+    pub fn remove_container_unsynced(&self, id: &str) -> Result<Option<ContainerNet>> {
+        let mut tx = self.db.begin_write().map_err(err)?;
+        tx.set_durability(redb::Durability::None).map_err(err)?;
+        let old = {
+            let mut t = tx.open_table(CONTAINERS).map_err(err)?;
+            let v = t.remove(id).map_err(err)?;
+            v.map(|v| decode(v.value())).transpose()?
+        };
+        tx.commit().map_err(err)?;
+        Ok(old)
+    }
+
     /// Every container's networking, by container id.
     pub fn containers(&self) -> Result<BTreeMap<String, ContainerNet>> {
         let tx = self.db.begin_read().map_err(err)?;

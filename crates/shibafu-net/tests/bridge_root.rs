@@ -215,6 +215,7 @@ async fn network_attach_publish_detach_remove() {
     assert!(!String::from_utf8_lossy(&c1.exec(&["ip", "-o", "link"]).stdout).contains("eth0"));
     assert_eq!(wget_host("http://127.0.0.1:8080/"), "");
     nets.remove_network("frontend").await.unwrap();
+    nets.settle().await;
 
     // Nothing is left but the default network.
     let mut left = links();

@@ -146,6 +146,14 @@ async fn bridge_veths_traffic_and_teardown() {
     assert!(nl.delete_link(&host_veth_name("c2", "n1")).await.unwrap());
     assert!(!nl.delete_link(&host_veth_name("c2", "n1")).await.unwrap());
     assert!(!String::from_utf8_lossy(&c1.exec(&["ip", "link"]).stdout).contains("eth0"));
+    // Down takes the bridge's routes with it at once (network rm relies on
+    // it to free the subnet before the deletion completes).
+    assert!(nl.routes().await.unwrap().contains(&net("10.77.0.0/24")));
+    assert!(nl.set_link_down("sfbr-test").await.unwrap());
+    let routes = nl.routes().await.unwrap();
+    assert!(!routes.contains(&net("10.77.0.0/24")), "{routes:?}");
+    assert!(!routes.contains(&net("fd77::/64")), "{routes:?}");
+    assert!(!nl.set_link_down("nosuchbr").await.unwrap());
     assert!(nl.delete_link("sfbr-test").await.unwrap());
     let left: Vec<String> = nl
         .list_links()

@@ -2,6 +2,7 @@
 //! then `SHIBAFU_*` environment variables, then command-line flags (each
 //! layer overrides the previous one, as with dockerd's daemon.json + flags).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,74 @@ pub struct Config {
     pub runtime: RuntimeSection,
     pub logging: LoggingSection,
     pub network: NetworkSection,
+    pub dns: DnsSection,
+}
+
+/// The embedded DNS of user-defined networks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsSection {
+    /// Where names that are not containers' go: `ip` or `ip:port` (53 by
+    /// default). Unset = the nameservers of the host's /etc/resolv.conf;
+    /// an empty list = no forwarding. Never a public resolver by default.
+    pub upstreams: Option<Vec<String>>,
+    /// Zone suffix: network `web` answers `NAME.web.<suffix>` ("local").
+    pub zone_suffix: Option<String>,
+}
+
+impl DnsSection {
+    /// The upstreams as addresses: the configured ones, else the host's.
+    pub fn upstream_addrs(&self, host_resolv_conf: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+        match &self.upstreams {
+            Some(list) => list
+                .iter()
+                .map(|s| {
+                    shibafu_engine::dns::parse_server(s).ok_or_else(|| ConfigError::Value {
+                        key: "dns.upstreams",
+                        value: s.clone(),
+                        why: "want an IP address with an optional :port".into(),
+                    })
+                })
+                .collect(),
+            None => Ok(resolv_conf_nameservers(host_resolv_conf)),
+        }
+    }
+
+    pub fn zone_suffix(&self) -> Result<String, ConfigError> {
+        let z = self
+            .zone_suffix
+            .as_deref()
+            .unwrap_or(shibafu_dns::DEFAULT_ZONE_SUFFIX)
+            .trim_matches('.');
+        let ok = !z.is_empty()
+            && z.len() <= 200
+            && z.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            return Err(ConfigError::Value {
+                key: "dns.zone_suffix",
+                value: z.to_string(),
+                why: "want a domain name such as \"local\"".into(),
+            });
+        }
+        Ok(z.to_ascii_lowercase())
+    }
+}
+
+/// The `nameserver` addresses of a resolv.conf (scoped IPv6 ones, which
+/// need an interface, are skipped).
+pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next()).flatten()
+        })
+        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
 }
 
 /// Bridge networking.
@@ -224,8 +293,8 @@ impl Config {
         serde_norway::from_str(text)
     }
 
-    /// Applies `SHIBAFU_DATA_ROOT`, `SHIBAFU_EXEC_ROOT`, `SHIBAFU_LOG_LEVEL`
-    /// (the daemon's `SHIBAFU_HOST` is the CLI's variable too, so it is read
+    /// Applies `SHIBAFU_DATA_ROOT`, `SHIBAFU_EXEC_ROOT`, `SHIBAFU_LOG_LEVEL`,
+    /// `SHIBAFU_PORT_RANGE`, `SHIBAFU_DNS_UPSTREAMS` (the daemon's `SHIBAFU_HOST` is the CLI's variable too, so it is read
     /// only as the flag default, not here).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
         if let Some(v) = get("SHIBAFU_DATA_ROOT") {
@@ -239,6 +308,15 @@ impl Config {
         }
         if let Some(v) = get("SHIBAFU_PORT_RANGE") {
             self.network.port_range = Some(v);
+        }
+        if let Some(v) = get("SHIBAFU_DNS_UPSTREAMS") {
+            // Comma or space separated; empty = no forwarding.
+            self.dns.upstreams = Some(
+                v.split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            );
         }
     }
 
@@ -272,6 +350,8 @@ impl Config {
             });
         }
         self.network.bridge_config(PathBuf::from("/"))?;
+        self.dns.upstream_addrs("")?;
+        self.dns.zone_suffix()?;
         if !matches!(self.logging.format.as_str(), "text" | "json") {
             return Err(ConfigError::Value {
                 key: "logging.format",
@@ -394,6 +474,48 @@ mod tests {
             }
         );
         assert!(PoolEntry::parse_flag("base=10.1.0.0/16").is_err());
+    }
+
+    #[test]
+    fn dns_section() {
+        let host =
+            "# x\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\nnameserver ::1\nsearch lan\n";
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(
+            c.dns.upstream_addrs(host).unwrap(),
+            vec![
+                "127.0.0.53:53".parse::<SocketAddr>().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.dns.zone_suffix().unwrap(), "local");
+        let c = Config::parse(
+            "dns:\n  upstreams: [127.0.0.9, '127.0.0.10:5353']\n  zone_suffix: cluster\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.dns.upstream_addrs(host).unwrap(),
+            vec![
+                "127.0.0.9:53".parse::<SocketAddr>().unwrap(),
+                "127.0.0.10:5353".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.dns.zone_suffix().unwrap(), "cluster");
+        let c = Config::parse("dns:\n  upstreams: []\n").unwrap();
+        assert!(c.dns.upstream_addrs(host).unwrap().is_empty());
+        assert!(Config::parse("dns:\n  upstream: []\n").is_err());
+        for bad in ["upstreams: [dns.google]", "zone_suffix: 'a b'"] {
+            let c = Config::parse(&format!("dns:\n  {bad}\n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("dns."), "{bad}: {e}");
+        }
+        let mut c = Config::default();
+        c.apply_env(|k| {
+            (k == "SHIBAFU_DNS_UPSTREAMS").then(|| "127.0.0.7, 127.0.0.8:53".to_string())
+        });
+        assert_eq!(c.dns.upstream_addrs("").unwrap().len(), 2);
     }
 
     #[test]

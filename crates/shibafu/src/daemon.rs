@@ -54,6 +54,10 @@ struct DaemonArgs {
     /// MTU of the default bridge network
     #[arg(long = "mtu")]
     mtu: Option<u32>,
+    /// Upstream resolver of the embedded DNS, IP[:PORT] (repeatable;
+    /// replaces the config's `dns.upstreams`) [default: the host's resolv.conf]
+    #[arg(long = "dns-upstream")]
+    dns_upstream: Vec<String>,
 }
 
 pub fn main(argv: &[OsString]) -> i32 {
@@ -142,6 +146,9 @@ fn resolve_config(args: &DaemonArgs) -> Result<Config> {
     }
     if let Some(m) = args.mtu {
         cfg.network.mtu = Some(m);
+    }
+    if !args.dns_upstream.is_empty() {
+        cfg.dns.upstreams = Some(args.dns_upstream.clone());
     }
     cfg.validate()?;
     Ok(cfg)
@@ -243,10 +250,28 @@ async fn run(cfg: Config) -> Result<()> {
     for e in nets.restore().await {
         tracing::warn!(error = %e, "restoring networks");
     }
+    // The embedded DNS of user-defined networks: its listeners come up
+    // before containers are restarted onto them.
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let zone_suffix = cfg.dns.zone_suffix()?;
+    let dns = Arc::new(
+        shibafu_dns::DnsServer::new(shibafu_dns::DnsConfig {
+            host_upstreams: cfg.dns.upstream_addrs(&host_resolv)?,
+            zone_suffix: zone_suffix.clone(),
+            ..Default::default()
+        })
+        .context("cannot start the DNS server")?,
+    );
+    for e in shibafu_engine::dns::sync_networks(&dns, &nets) {
+        tracing::warn!("{e}");
+    }
     let engine = shibafu_engine::Engine::new_with_network(
         engine_cfg,
         images.clone(),
-        Arc::new(shibafu_engine::BridgeAttacher::new(nets.clone())),
+        Arc::new(shibafu_engine::BridgeAttacher::with_dns(
+            nets.clone(),
+            &zone_suffix,
+        )),
     )
     .await
     .context("cannot start the engine")?; // registers itself as the images' user
@@ -264,6 +289,12 @@ async fn run(cfg: Config) -> Result<()> {
         Err(e) => tracing::error!(error = %e, "network reconcile failed"),
     }
     let firewall_watch = tokio::spawn(watch_firewall(nets.clone()));
+    let dns_svc = Arc::new(shibafu_engine::DnsService::new(
+        engine.clone(),
+        nets.clone(),
+        dns.clone(),
+    ));
+    let dns_watch = dns_svc.spawn();
 
     let backends = shibafu_api::Backends {
         containers: engine.clone(),
@@ -291,6 +322,7 @@ async fn run(cfg: Config) -> Result<()> {
         .context("API server failed")?;
     tracing::info!("shutting down; containers keep running under their supervisors");
     firewall_watch.abort();
+    dns_watch.abort();
     engine.shutdown().await;
     let _ = std::fs::remove_file(&socket);
     Ok(())
