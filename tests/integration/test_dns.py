@@ -7,7 +7,6 @@ forwarded to a real resolver)."""
 
 import ipaddress
 import json
-import os
 
 from helpers import wait_for
 

@@ -214,32 +214,14 @@ impl NetworkStore {
     /// Add a network; refused when the name is taken.
     pub fn insert(&self, rec: &NetworkRecord) -> Result<()> {
         validate_name(&rec.name)?;
-        let tx = self.db.begin_write().map_err(err)?;
-        {
-            let mut t = tx.open_table(NETWORKS).map_err(err)?;
-            for row in t.iter().map_err(err)? {
-                let (_, v) = row.map_err(err)?;
-                let r: NetworkRecord = decode(v.value())?;
-                if r.name == rec.name || r.id == rec.id {
-                    return Err(StoreError::NameExists(rec.name.clone()));
-                }
-            }
-            let bytes = serde_json::to_vec(rec).map_err(err)?;
-            t.insert(rec.id.as_str(), bytes.as_slice()).map_err(err)?;
-        }
-        tx.commit().map_err(err)
+        self.insert_unique(NETWORKS, &rec.id, rec, |r: &NetworkRecord| {
+            (r.name == rec.name || r.id == rec.id).then(|| StoreError::NameExists(rec.name.clone()))
+        })
     }
 
     /// Remove a network by id; returns the record if it existed.
     pub fn remove(&self, id: &str) -> Result<Option<NetworkRecord>> {
-        let tx = self.db.begin_write().map_err(err)?;
-        let old = {
-            let mut t = tx.open_table(NETWORKS).map_err(err)?;
-            let v = t.remove(id).map_err(err)?;
-            v.map(|v| decode(v.value())).transpose()?
-        };
-        tx.commit().map_err(err)?;
-        Ok(old)
+        self.remove_from(NETWORKS, id)
     }
 
     pub fn get(&self, id: &str) -> Result<Option<NetworkRecord>> {
@@ -369,27 +351,49 @@ impl NetworkStore {
     /// Add a policy; refused when the name is taken.
     pub fn insert_policy(&self, p: &PolicyRecord) -> Result<()> {
         validate_name(&p.name)?;
+        self.insert_unique(POLICIES, &p.id, p, |r: &PolicyRecord| {
+            (r.name == p.name).then(|| StoreError::PolicyExists(p.name.clone()))
+        })
+    }
+
+    pub fn remove_policy(&self, id: &str) -> Result<Option<PolicyRecord>> {
+        self.remove_from(POLICIES, id)
+    }
+
+    /// Inserts `value` under `key` in one transaction, unless an existing
+    /// row clashes with it (`clash` names the error).
+    fn insert_unique<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &T,
+        clash: impl Fn(&T) -> Option<StoreError>,
+    ) -> Result<()> {
         let tx = self.db.begin_write().map_err(err)?;
         {
-            let mut t = tx.open_table(POLICIES).map_err(err)?;
+            let mut t = tx.open_table(table).map_err(err)?;
             for row in t.iter().map_err(err)? {
                 let (_, v) = row.map_err(err)?;
-                let r: PolicyRecord = decode(v.value())?;
-                if r.name == p.name {
-                    return Err(StoreError::PolicyExists(p.name.clone()));
+                if let Some(e) = clash(&decode(v.value())?) {
+                    return Err(e);
                 }
             }
-            let bytes = serde_json::to_vec(p).map_err(err)?;
-            t.insert(p.id.as_str(), bytes.as_slice()).map_err(err)?;
+            let bytes = serde_json::to_vec(value).map_err(err)?;
+            t.insert(key, bytes.as_slice()).map_err(err)?;
         }
         tx.commit().map_err(err)
     }
 
-    pub fn remove_policy(&self, id: &str) -> Result<Option<PolicyRecord>> {
+    /// Removes `key`; returns the row if it existed.
+    fn remove_from<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>> {
         let tx = self.db.begin_write().map_err(err)?;
         let old = {
-            let mut t = tx.open_table(POLICIES).map_err(err)?;
-            let v = t.remove(id).map_err(err)?;
+            let mut t = tx.open_table(table).map_err(err)?;
+            let v = t.remove(key).map_err(err)?;
             v.map(|v| decode(v.value())).transpose()?
         };
         tx.commit().map_err(err)?;
