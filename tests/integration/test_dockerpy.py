@@ -160,3 +160,17 @@ def test_top_and_stats(client, names):
     assert any("sleep" in " ".join(p) for p in top["Processes"])
     s = c.stats(stream=False)
     assert s["memory_stats"]["limit"] == 32 * 1024 * 1024
+
+
+def test_top_level_mac_address(client, names):
+    """docker-py sends `mac_address=` as the deprecated Config.MacAddress:
+    it lands on the container's interface, and a conflicting mode is refused."""
+    out = client.containers.run("busybox", ["cat", "/sys/class/net/eth0/address"], remove=True,
+                                mac_address="02:42:ac:11:00:2a")
+    assert out.decode().strip() == "02:42:ac:11:00:2a"
+    n = names("machost")
+    with pytest.raises(dockerpy.errors.APIError) as e:
+        client.containers.create("busybox", ["true"], name=n, mac_address="02:42:ac:11:00:2b", network_mode="host")
+    assert "conflicting options" in str(e.value)
+    with pytest.raises(dockerpy.errors.NotFound):
+        client.containers.get(n)

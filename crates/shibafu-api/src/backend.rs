@@ -442,6 +442,106 @@ pub trait NetworkBackend: Send + Sync + 'static {
     async fn network_reload(&self) -> ApiResult<NetworkReloadReport>;
 }
 
+/// Container labels that carry shibafu's service and probe settings, so the
+/// unmodified docker CLI can set them too (`--label io.shibafu.service=api`).
+/// The shibafu CLI's `--service`, `--service-weight`, `--service-port` and
+/// `--health-probe` write them.
+pub mod labels {
+    /// Service names the container joins, comma-separated (`api,web`).
+    pub const SERVICE: &str = "io.shibafu.service";
+    /// Its weight in those services' round-robin, 1..=65535 (default 1).
+    pub const SERVICE_WEIGHT: &str = "io.shibafu.service.weight";
+    /// Extra SRV ports, comma-separated `PORT[/PROTO]` (`8080,53/udp`).
+    pub const SERVICE_PORTS: &str = "io.shibafu.service.ports";
+    /// A health probe the daemon runs besides `--health-cmd`:
+    /// `tcp:PORT` or `http:PORT[/PATH]` (2xx/3xx is healthy). Timing comes
+    /// from the container's healthcheck (`--health-interval`, ...).
+    pub const HEALTH_PROBE: &str = "io.shibafu.health.probe";
+    /// Network option (`network create -o` / shibafu's `network create
+    /// --dns`): the network's own upstream resolvers, comma-separated
+    /// `IP[:PORT]`; they replace the host's for that network.
+    pub const NETWORK_DNS: &str = "io.shibafu.network.dns";
+}
+
+/// One instance of a service on one network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceInstance {
+    /// Container ID.
+    #[serde(rename = "Id")]
+    pub id: String,
+    /// Container name (no leading `/`).
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "IPv4Address", default)]
+    pub ipv4: String,
+    #[serde(rename = "IPv6Address", default)]
+    pub ipv6: String,
+    #[serde(rename = "Weight")]
+    pub weight: u16,
+    /// "healthy", "unhealthy", "starting" or "none" (no healthcheck).
+    #[serde(rename = "Health")]
+    pub health: String,
+    /// Whether the DNS answers with it now (unhealthy instances leave).
+    #[serde(rename = "InAnswers")]
+    pub in_answers: bool,
+    /// How it joined: "service" (`--service`) or "alias" (shared `--network-alias`).
+    #[serde(rename = "Via")]
+    pub via: String,
+}
+
+/// A service: a name answered by several containers on one network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceView {
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "Network")]
+    pub network: String,
+    #[serde(rename = "NetworkId")]
+    pub network_id: String,
+    /// Fully qualified: `NAME.NETWORK.local`.
+    #[serde(rename = "Fqdn")]
+    pub fqdn: String,
+    /// SRV ports, `PORT/PROTO`.
+    #[serde(rename = "Ports", default)]
+    pub ports: Vec<String>,
+    #[serde(rename = "Instances", default)]
+    pub instances: Vec<ServiceInstance>,
+}
+
+/// The query of `GET /shibafu/dns/trace`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DnsTraceQuery {
+    /// The name asked for.
+    pub name: String,
+    /// Record type: A, AAAA, PTR, SRV, CNAME, TXT, MX, ANY... (default A).
+    #[serde(default, rename = "type")]
+    pub qtype: Option<String>,
+    /// Ask as this container (name or ID): it sees its own networks.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Ask at this network's gateway (name or ID) as a requester unknown
+    /// to it. With neither `from` nor `network`: the first served network.
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+/// Services and DNS diagnostics (shibafu's own routes).
+#[async_trait]
+pub trait DnsBackend: Send + Sync + 'static {
+    /// `GET /shibafu/services?network=NET`: every service (a `--service`
+    /// name, or a `--network-alias` shared by two or more containers) of
+    /// live containers, one entry per (name, network), sorted by name then network.
+    async fn service_list(&self, network: Option<String>) -> ApiResult<Vec<ServiceView>>;
+    /// `GET /shibafu/services/{name}`: that name on every network it
+    /// exists in (404 "No such service: NAME" when none).
+    async fn service_inspect(&self, name: &str) -> ApiResult<Vec<ServiceView>>;
+    /// `GET /shibafu/dns/trace?name=&type=&from=&network=`: one query through
+    /// the real resolver path; the JSON of `shibafu_dns::TraceReport`.
+    /// 404 for an unknown container/network, 400 for a bad name/type or a
+    /// container on no served network.
+    async fn dns_trace(&self, q: DnsTraceQuery) -> ApiResult<serde_json::Value>;
+}
+
 /// Everything the HTTP layer serves.
 #[derive(Clone)]
 pub struct Backends {
@@ -450,4 +550,5 @@ pub struct Backends {
     pub volumes: std::sync::Arc<dyn VolumeBackend>,
     pub system: std::sync::Arc<dyn SystemBackend>,
     pub networks: std::sync::Arc<dyn NetworkBackend>,
+    pub dns: std::sync::Arc<dyn DnsBackend>,
 }

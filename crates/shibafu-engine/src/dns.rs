@@ -352,6 +352,29 @@ impl DnsService {
     }
 }
 
+// TRANSIENT (lead): replaced by helper "dnsengine" with the real implementation.
+#[async_trait::async_trait]
+impl shibafu_api::DnsBackend for DnsService {
+    async fn service_list(
+        &self,
+        _n: Option<String>,
+    ) -> shibafu_api::ApiResult<Vec<shibafu_api::ServiceView>> {
+        Err(shibafu_api::ApiError::Internal("services: not wired yet".into()))
+    }
+    async fn service_inspect(
+        &self,
+        _name: &str,
+    ) -> shibafu_api::ApiResult<Vec<shibafu_api::ServiceView>> {
+        Err(shibafu_api::ApiError::Internal("services: not wired yet".into()))
+    }
+    async fn dns_trace(
+        &self,
+        _q: shibafu_api::DnsTraceQuery,
+    ) -> shibafu_api::ApiResult<serde_json::Value> {
+        Err(shibafu_api::ApiError::Internal("dns-trace: not wired yet".into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -294,7 +294,7 @@ async fn run(cfg: Config) -> Result<()> {
         nets.clone(),
         dns.clone(),
     ));
-    let dns_watch = dns_svc.spawn();
+    let dns_watch = dns_svc.clone().spawn();
 
     let backends = shibafu_api::Backends {
         containers: engine.clone(),
@@ -308,6 +308,7 @@ async fn run(cfg: Config) -> Result<()> {
             engine.clone(),
             nets.clone(),
         )),
+        dns: dns_svc.clone(),
     };
     let listener = shibafu_api::server::bind_unix(&socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;

@@ -73,9 +73,66 @@ async fn create(State(b): State<Backends>, q: Query, body: Bytes) -> HttpResult 
             "config cannot be empty in order to create a container",
         ));
     }
-    let config: ContainerCreateBody = parse_json(&body, "container config")?;
+    let mut config: ContainerCreateBody = parse_json(&body, "container config")?;
+    migrate_mac_address(&body, &mut config).map_err(bad_request)?;
     let created = b.containers.container_create(name, config).await?;
     Ok(json_response(StatusCode::CREATED, &created))
+}
+
+/// Docker's deprecated top-level `Config.MacAddress` (docker-py's
+/// `mac_address=` still sends it; our models no longer carry the field):
+/// moved onto the primary network's endpoint, as dockerd does for API
+/// >= 1.44, so it is not silently lost.
+fn migrate_mac_address(raw: &[u8], cfg: &mut ContainerCreateBody) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct TopLevel {
+        #[serde(rename = "MacAddress", default)]
+        mac: Option<String>,
+    }
+    let Some(mac) = serde_json::from_slice::<TopLevel>(raw)
+        .ok()
+        .and_then(|t| t.mac)
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+    else {
+        return Ok(());
+    };
+    let mode = cfg
+        .host_config
+        .as_ref()
+        .and_then(|h| h.network_mode.clone())
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "default".into());
+    if mode == "none" || mode == "host" || mode.starts_with("container:") {
+        return Err("conflicting options: mac-address and the network mode".into());
+    }
+    let eps = cfg
+        .networking_config
+        .get_or_insert_with(Default::default)
+        .endpoints_config
+        .get_or_insert_with(Default::default);
+    let key = if eps.contains_key(&mode) {
+        mode
+    } else if mode == "default" || mode == "bridge" {
+        ["default", "bridge"]
+            .into_iter()
+            .find(|k| eps.contains_key(*k))
+            .unwrap_or("default")
+            .to_string()
+    } else {
+        mode
+    };
+    let ep = eps.entry(key.clone()).or_default();
+    match ep.mac_address.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+        None => ep.mac_address = Some(mac),
+        Some(m) if m.eq_ignore_ascii_case(&mac) => {}
+        Some(m) => {
+            return Err(format!(
+                "the container's MacAddress {mac} does not match the MacAddress {m} of its endpoint on network {key}"
+            ))
+        }
+    }
+    Ok(())
 }
 
 async fn list(State(b): State<Backends>, q: Query) -> HttpResult {
@@ -423,6 +480,44 @@ pub(crate) fn base64_std(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn migrated(raw: &str) -> Result<ContainerCreateBody, String> {
+        let mut c: ContainerCreateBody = serde_json::from_str(raw).unwrap();
+        migrate_mac_address(raw.as_bytes(), &mut c).map(|()| c)
+    }
+
+    fn endpoint_mac(c: &ContainerCreateBody, net: &str) -> Option<String> {
+        c.networking_config.as_ref()?.endpoints_config.as_ref()?[net]
+            .mac_address
+            .clone()
+    }
+
+    #[test]
+    fn top_level_mac_moves_to_the_primary_endpoint() {
+        let c = migrated(r#"{"Image":"x","MacAddress":"02:42:ac:11:00:09"}"#).unwrap();
+        assert_eq!(endpoint_mac(&c, "default").as_deref(), Some("02:42:ac:11:00:09"));
+        let c = migrated(
+            r#"{"Image":"x","MacAddress":"02:42:ac:11:00:09","HostConfig":{"NetworkMode":"web"},
+                "NetworkingConfig":{"EndpointsConfig":{"web":{"Aliases":["a"]}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(endpoint_mac(&c, "web").as_deref(), Some("02:42:ac:11:00:09"));
+        let c = migrated(r#"{"Image":"x"}"#).unwrap();
+        assert!(c.networking_config.is_none());
+        // The same address twice is fine; a different one is refused.
+        assert!(migrated(
+            r#"{"MacAddress":"02:42:AC:11:00:09","NetworkingConfig":{"EndpointsConfig":{"default":{"MacAddress":"02:42:ac:11:00:09"}}}}"#
+        )
+        .is_ok());
+        let e = migrated(
+            r#"{"MacAddress":"02:42:ac:11:00:09","NetworkingConfig":{"EndpointsConfig":{"bridge":{"MacAddress":"02:42:ac:11:00:08"}}}}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("does not match"), "{e}");
+        let e = migrated(r#"{"MacAddress":"02:42:ac:11:00:09","HostConfig":{"NetworkMode":"host"}}"#)
+            .unwrap_err();
+        assert!(e.contains("conflicting options"), "{e}");
+    }
 
     #[test]
     fn base64_matches_rfc4648() {

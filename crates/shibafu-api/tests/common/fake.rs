@@ -161,6 +161,7 @@ impl Fake {
             volumes: a.clone(),
             system: a,
             networks: Arc::new(NoNetworks),
+            dns: Arc::new(NoDns),
         }
     }
 
@@ -1507,6 +1508,22 @@ impl SystemBackend for Fake {
         Ok(past
             .chain(live.filter(move |e| futures::future::ready(matches(e))))
             .boxed())
+    }
+}
+
+/// No services, and every trace names an unknown network.
+pub struct NoDns;
+
+#[async_trait]
+impl DnsBackend for NoDns {
+    async fn service_list(&self, _n: Option<String>) -> ApiResult<Vec<ServiceView>> {
+        Ok(vec![])
+    }
+    async fn service_inspect(&self, name: &str) -> ApiResult<Vec<ServiceView>> {
+        Err(ApiError::NotFound(format!("No such service: {name}")))
+    }
+    async fn dns_trace(&self, q: DnsTraceQuery) -> ApiResult<serde_json::Value> {
+        Err(ApiError::NotFound(format!("network {:?} not found", q.network)))
     }
 }
 
