@@ -30,8 +30,8 @@ use chrono::Utc;
 use ipnet::IpNet;
 
 use crate::firewall::{
-    DesiredState, Firewall, FirewallConfig, FirewallError, FwNetwork, FwPolicyRule, Nft, NftRunner,
-    Proto,
+    DesiredState, Firewall, FirewallConfig, FirewallError, FwNetwork, FwPolicyRule, Health, Nft,
+    NftRunner, Proto,
 };
 use crate::ipam::{
     default_pools, mac_for, mac_string, AddressPool, Family, Ipam, IpamError, SubnetConfig,
@@ -338,6 +338,13 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
             .into_iter()
             .map(|n| FwNetwork {
                 subnets: n.subnets(),
+                // The embedded DNS serves user-defined networks on their
+                // gateways; the default network has none (as in Docker).
+                dns: if n.default {
+                    vec![]
+                } else {
+                    n.subnets.iter().map(|s| s.gateway).collect()
+                },
                 bridge: n.bridge,
                 internal: n.internal,
             })
@@ -396,15 +403,23 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
     }
 
     /// Re-apply the whole firewall if its table vanished (`nft flush
-    /// ruleset`, a firewall reload). Returns whether it had to. Cheap
-    /// enough (one `nft list`) to call periodically.
+    /// ruleset`, a firewall reload), and put back a foreign accept rule a
+    /// firewall reload dropped. Returns whether it had to. Cheap enough to
+    /// call periodically: one listing of the chains (no rules, no set
+    /// elements), one more per foreign chain with policy drop.
     pub fn ensure_firewall(&self) -> Result<bool> {
-        if self.firewall.is_present() {
-            return Ok(false);
+        match self.firewall.check()? {
+            Health::Ok => Ok(false),
+            Health::ForeignRuleMissing => {
+                self.firewall.sync_foreign(false)?;
+                Ok(true)
+            }
+            Health::TableMissing => {
+                let _g = self.fw_lock.lock().unwrap_or_else(|p| p.into_inner());
+                self.firewall.reload(&self.desired_state()?)?;
+                Ok(true)
+            }
         }
-        let _g = self.fw_lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.firewall.reload(&self.desired_state()?)?;
-        Ok(true)
     }
 
     /// Delete a host link in the background. The kernel acknowledges a
@@ -421,7 +436,7 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         let task = tokio::spawn(async move {
             match links.delete_link(&n).await {
                 Ok(_) if disown => {
-                    if let Err(e) = store.disown_bridge(&n) {
+                    if let Err(e) = store.disown_bridge_unsynced(&n) {
                         tracing::warn!("bridge {n} deleted, but: {e}");
                     }
                 }
@@ -544,7 +559,9 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         let mut undo = Vec::new();
         let res = async {
             let routes = self.links.routes().await?;
-            let configs = self.ipam.create_network(&id, &subnets, &routes)?;
+            // Not synced: the record's commit below is, and a plan lost
+            // in a crash is rebuilt from it (restore, reconcile).
+            let configs = self.ipam.create_network_unsynced(&id, &subnets, &routes)?;
             undo.push(Undo::IpamNetwork(id.clone()));
             let rec = NetworkRecord {
                 id: id.clone(),
@@ -561,13 +578,7 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
                 mtu,
                 default,
             };
-            let had = self
-                .links
-                .list_links()
-                .await?
-                .iter()
-                .any(|l| l.name == bridge);
-            if !had {
+            if !self.links.link_exists(&bridge).await? {
                 self.store.own_bridge(&bridge, &id)?;
                 undo.push(Undo::OwnBridge(bridge.clone()));
                 undo.push(Undo::Bridge(bridge.clone()));
@@ -700,24 +711,18 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
             return Err(in_use(users));
         }
         // Atomic check-and-remove: an attach racing with us either got
-        // its address first (refused here) or finds no plan.
-        match self.ipam.remove_network(&rec.id) {
+        // its address first (refused here) or finds no plan. Not synced:
+        // the record's removal below is, and reconcile removes a plan
+        // that belongs to no network.
+        match self.ipam.remove_network_unsynced(&rec.id) {
             Ok(()) => {}
             Err(IpamError::NetworkInUse { containers, .. }) => return Err(in_use(containers)),
             Err(e) => return Err(e.into()),
         }
-        if let Err(e) = self.store.remove(&rec.id) {
-            let reqs: Vec<SubnetRequest> = rec
-                .subnets
-                .iter()
-                .map(|s| SubnetRequest {
-                    v6: s.family() == Family::V6,
-                    subnet: Some(s.subnet),
-                    gateway: Some(s.gateway),
-                    ip_range: s.ip_range,
-                })
-                .collect();
-            if let Err(r) = self.ipam.create_network(&rec.id, &reqs, &[]) {
+        // The record and its policies in one commit (the firewall update
+        // below drops the policies' rules).
+        if let Err(e) = self.store.remove_with_policies(&rec.id) {
+            if let Err(r) = self.ipam.restore_network(&rec.id, &rec.subnets) {
                 tracing::warn!("rollback of IPAM for {}: {r}", rec.name);
             }
             return Err(e.into());
@@ -725,17 +730,6 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         // From here the network is gone; leftovers are reported and
         // reconcile removes them.
         let mut errs = Vec::new();
-        // Its policies go with it (the firewall update below drops them).
-        match self.store.policies() {
-            Ok(ps) => {
-                for p in ps.into_iter().filter(|p| p.network == rec.id) {
-                    if let Err(e) = self.store.remove_policy(&p.id) {
-                        errs.push(e.to_string());
-                    }
-                }
-            }
-            Err(e) => errs.push(e.to_string()),
-        }
         if let Err(e) = self.apply_firewall() {
             errs.push(e.to_string());
         }
@@ -1121,6 +1115,9 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         };
         let owned = self.store.owned_bridges().unwrap_or_default();
         for n in &nets {
+            if let Err(e) = self.ipam.restore_network(&n.id, &n.subnets) {
+                errors.push(format!("address plan of {}: {e}", n.name));
+            }
             if !present.contains(&n.bridge) && !owned.contains_key(&n.bridge) {
                 if let Err(e) = self.store.own_bridge(&n.bridge, &n.id) {
                     errors.push(e.to_string());
@@ -1176,7 +1173,11 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
                 self.store.put_container(cid, &c2)?;
             }
         }
-        // Addresses.
+        // Addresses: plans lost with an unsynced create, allocations of
+        // dead containers, plans of networks that are gone.
+        for n in &nets {
+            self.ipam.restore_network(&n.id, &n.subnets)?;
+        }
         rep.released = self.ipam.reconcile(live)?;
         for (id, _) in self.ipam.networks()? {
             if net_ids.contains(id.as_str()) {
@@ -1404,8 +1405,21 @@ mod tests {
             Ok(())
         }
         fn list(&self, args: &[&str]) -> crate::firewall::Result<Value> {
-            if args[1] == "table" && *self.present.lock().unwrap() {
-                return Ok(json!({"nftables": []}));
+            if args == ["list", "chains"] {
+                let present = *self.present.lock().unwrap();
+                let chains: Vec<Value> = [
+                    "forward",
+                    "input",
+                    "prerouting",
+                    "output",
+                    "postrouting",
+                    "publish",
+                ]
+                .iter()
+                .filter(|_| present)
+                .map(|n| json!({"chain": {"family": "inet", "table": "shibafu", "name": n}}))
+                .collect();
+                return Ok(json!({"nftables": chains}));
             }
             Err(FirewallError::Nft("No such file or directory".into()))
         }
@@ -1995,6 +2009,55 @@ mod tests {
         *n.firewall().runner().present.lock().unwrap() = false;
         assert!(n.ensure_firewall().unwrap());
         assert!(!n.ensure_firewall().unwrap());
+    }
+
+    #[tokio::test]
+    async fn address_plan_lost_in_a_crash_is_rebuilt_from_the_record() {
+        // `network create` commits the IPAM plan unsynced and the record
+        // synced: a crash between the two fsyncs can leave a record
+        // without a plan. restore() and reconcile() rebuild it, so the
+        // network keeps its subnet and containers still get addresses.
+        let d = tempfile::tempdir().unwrap();
+        let id;
+        {
+            let n = open_at(d.path(), LinkState::default());
+            let r = n
+                .create_network(create("a", Some("10.77.0.0/24")))
+                .await
+                .unwrap();
+            id = r.id.clone();
+            n.ipam().remove_network(&id).unwrap(); // "lost"
+        }
+        let n = open_at(d.path(), LinkState::default());
+        assert!(n.restore().await.is_empty());
+        let plan = n.ipam().network(&id).unwrap().unwrap();
+        assert_eq!(plan[0].subnet.to_string(), "10.77.0.0/24");
+        // The subnet is taken again: no other network gets it.
+        let e = n
+            .create_network(create("b", Some("10.77.0.0/25")))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("overlaps"), "{e}");
+        let eps = n
+            .attach_netns(
+                "c1",
+                Path::new("/proc/1/ns/net"),
+                vec![EndpointRequest::new("a")],
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(eps[0].addresses[0].to_string(), "10.77.0.2/24");
+        // reconcile() repairs it as well (`network reload`).
+        n.ipam().release("x", "y").unwrap();
+        n.detach("c1").await;
+        n.ipam().remove_network(&id).unwrap();
+        n.reconcile(&HashSet::new()).await.unwrap();
+        assert!(n.ipam().network(&id).unwrap().is_some());
+        // And a removed network's plan goes (its removal is unsynced too).
+        n.remove_network("a").await.unwrap();
+        assert!(n.ipam().network(&id).unwrap().is_none());
+        assert!(n.store().get(&id).unwrap().is_none());
     }
 
     #[tokio::test]

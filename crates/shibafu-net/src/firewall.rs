@@ -11,8 +11,9 @@
 //! - Everything is generated as a pure function of [`DesiredState`], so
 //!   the whole ruleset is unit-tested as data, and re-applying it after a
 //!   crash or an `nft flush ruleset` is the same call ([`full_batch`]).
-//! - Each change is ONE `nft -j -f -` batch: the kernel applies it
-//!   atomically or not at all. The full batch adds, deletes and re-creates
+//! - Each change is ONE JSON batch, run through libnftables in-process
+//!   ([`crate::nftlib`]; the `nft` binary only when the library cannot be
+//!   loaded): the kernel applies it atomically or not at all. The full batch adds, deletes and re-creates
 //!   the table in one transaction, so there is never a moment without rules.
 //! - One `inet` table instead of `ip`/`ip6` pairs: a single object to own,
 //!   replace and check, NAT included (inet NAT needs kernel 5.2+).
@@ -22,7 +23,14 @@
 //!   chain with policy drop (iptables-nft, Docker) would still drop them.
 //!   When [`FirewallConfig::accept_marked_in_foreign_forward`] is set, one
 //!   rule "mark → accept" tagged `shibafu` is inserted into such a chain
-//!   (the only rule shibafu ever puts outside its table, as Docker does).
+//!   (as Docker does). The same holds for the embedded DNS: queries from
+//!   a network's containers to its gateway's port 53 are marked by an
+//!   input chain of ours, and an `ip filter INPUT` chain with policy drop
+//!   gets one "mark → accept" rule
+//!   ([`FirewallConfig::accept_dns_in_foreign_input`]). These are the only
+//!   rules shibafu ever puts outside its table; they exist only while such
+//!   a policy does, and [`Firewall::ensure`] puts them back when a
+//!   firewall reload drops them.
 //! - 127.0.0.1 publishes are translated only for packets of the host
 //!   itself (output hook); prerouting ignores loopback destinations from
 //!   any other interface, so they are not reachable from the LAN
@@ -43,6 +51,26 @@ use crate::netlink::check_ifname;
 pub const TABLE: &str = "shibafu";
 /// Comment on the one rule shibafu may put into a foreign FORWARD chain.
 pub const FOREIGN_RULE_COMMENT: &str = "shibafu: accept forwarding of shibafu networks";
+/// Comment on the one rule shibafu may put into a foreign INPUT chain.
+pub const FOREIGN_INPUT_COMMENT: &str = "shibafu: accept DNS queries of shibafu containers";
+/// The port of the embedded DNS on each network's gateway.
+pub const DNS_PORT: u16 = 53;
+
+/// The foreign chains shibafu may put one accept rule into: (chain, hook,
+/// comment of our rule), in the `ip` and `ip6` `filter` tables.
+const FOREIGN_CHAINS: [(&str, &str, &str); 2] = [
+    ("FORWARD", "forward", FOREIGN_RULE_COMMENT),
+    ("INPUT", "input", FOREIGN_INPUT_COMMENT),
+];
+/// shibafu's chains: the table is whole only when all are there.
+const OUR_CHAINS: [&str; 6] = [
+    "forward",
+    "input",
+    "prerouting",
+    "output",
+    "postrouting",
+    "publish",
+];
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +102,11 @@ pub struct FwNetwork {
     pub subnets: Vec<IpNet>,
     /// `--internal`: no traffic in or out of the bridge, no NAT.
     pub internal: bool,
+    /// Addresses on the bridge where the embedded DNS answers its
+    /// containers (the gateways of a user-defined network; none for the
+    /// default network, as in Docker).
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -155,6 +188,10 @@ pub struct FirewallConfig {
     /// Insert one "mark → accept" rule into `ip filter FORWARD` /
     /// `ip6 filter FORWARD` when such a chain has policy drop.
     pub accept_marked_in_foreign_forward: bool,
+    /// Insert one "mark → accept" rule for DNS queries to the gateways
+    /// into `ip filter INPUT` / `ip6 filter INPUT` when such a chain has
+    /// policy drop.
+    pub accept_dns_in_foreign_input: bool,
 }
 
 impl Default for FirewallConfig {
@@ -162,6 +199,7 @@ impl Default for FirewallConfig {
         FirewallConfig {
             mark: 0x5bf0_0000,
             accept_marked_in_foreign_forward: true,
+            accept_dns_in_foreign_input: true,
         }
     }
 }
@@ -241,6 +279,8 @@ fn elements(state: &DesiredState) -> BTreeMap<&'static str, Vec<Value>> {
         "pol_deny_port",
         "pol_allow",
         "pol_allow_port",
+        "dns4",
+        "dns6",
     ] {
         e.insert(k, Vec::new());
     }
@@ -273,6 +313,12 @@ fn elements(state: &DesiredState) -> BTreeMap<&'static str, Vec<Value>> {
             e.get_mut(k)
                 .unwrap()
                 .push(json!({"concat": [prefix(s), n.bridge]}));
+        }
+        for a in &n.dns {
+            let k = if a.is_ipv4() { "dns4" } else { "dns6" };
+            e.get_mut(k)
+                .unwrap()
+                .push(json!({"concat": [n.bridge, a.to_string()]}));
         }
         if n.internal {
             e.get_mut("internal").unwrap().push(json!(n.bridge));
@@ -417,8 +463,12 @@ fn structure(cfg: &FirewallConfig) -> Vec<Value> {
             json!(["inet_proto", "inet_service"]),
             "inet_service",
         ),
+        // bridge . gateway address where the embedded DNS answers.
+        set_decl("dns4", json!(["ifname", "ipv4_addr"]), None),
+        set_decl("dns6", json!(["ifname", "ipv6_addr"]), None),
         // filter - 10: before the host's usual filter chains.
         chain("forward", "filter", "forward", -10),
+        chain("input", "filter", "input", -10),
         chain("prerouting", "nat", "prerouting", -100),
         chain("output", "nat", "output", -100),
         chain("postrouting", "nat", "postrouting", 100),
@@ -543,6 +593,26 @@ fn structure(cfg: &FirewallConfig) -> Vec<Value> {
     ));
     // Into a bridge from elsewhere, not published: refused.
     v.push(rule(f, vec![json!({"drop": null})]));
+
+    // input: DNS queries of a network's containers to its gateway, marked
+    // for a foreign INPUT chain with policy drop (see module doc).
+    for (fam, set) in [("ip", "@dns4"), ("ip6", "@dns6")] {
+        v.push(rule(
+            "input",
+            with(
+                vec![
+                    m("==", meta("l4proto"), json!({"set": ["tcp", "udp"]})),
+                    m("==", payload("th", "dport"), json!(DNS_PORT)),
+                    m(
+                        "==",
+                        json!({"concat": [meta("iifname"), payload(fam, "daddr")]}),
+                        json!(set),
+                    ),
+                ],
+                mark_accept(),
+            ),
+        ));
+    }
 
     // prerouting: loopback destinations only from lo (moby#41872).
     v.push(rule(
@@ -708,56 +778,114 @@ pub fn delta_batch(old: &DesiredState, new: &DesiredState) -> Result<Option<Valu
     Ok(Some(json!({"nftables": dels})))
 }
 
-/// Runs `nft`: behind a trait so [`Firewall`] is unit-tested without root.
+/// Runs nftables commands: behind a trait so [`Firewall`] is unit-tested
+/// without root.
 pub trait NftRunner: Send + Sync + 'static {
-    /// `nft -j -f -` with `batch` on stdin.
+    /// Apply a JSON batch (`nft -j -f -`), as one transaction.
     fn apply(&self, batch: &Value) -> Result<()>;
-    /// `nft -j <args>` (e.g. `list table inet shibafu`), parsed.
+    /// A listing (`nft -j <args>`, e.g. `list table inet shibafu`), parsed.
     fn list(&self, args: &[&str]) -> Result<Value>;
 }
 
-/// The real runner.
+/// The real runner: libnftables in the daemon's process when it can be
+/// loaded ([`crate::nftlib`]), else the `nft` binary.
 pub struct Nft {
-    pub binary: PathBuf,
+    backend: Backend,
+}
+
+enum Backend {
+    Lib(crate::nftlib::NftLib),
+    Binary(PathBuf),
 }
 
 impl Default for Nft {
-    /// `nft` as found in `PATH` now, once: every firewall change and the
-    /// watchdog's check spawn it, and an exec walking `PATH` tries each
-    /// directory first.
+    /// libnftables, or the `nft` binary when the library cannot be loaded
+    /// (logged once per runner).
     fn default() -> Self {
+        match Nft::library() {
+            Ok(n) => n,
+            Err(e) => {
+                let n = Nft::binary_from_path();
+                tracing::warn!("{e}; running {} per firewall change instead", n.describe());
+                n
+            }
+        }
+    }
+}
+
+impl Nft {
+    /// libnftables in-process; an error when it cannot be loaded.
+    pub fn library() -> Result<Self> {
+        crate::nftlib::NftLib::open()
+            .map(|l| Nft {
+                backend: Backend::Lib(l),
+            })
+            .map_err(|e| FirewallError::Spawn {
+                bin: "libnftables.so.1".into(),
+                err: e.to_string(),
+            })
+    }
+
+    /// The `nft` binary at `path`.
+    pub fn binary(path: impl Into<PathBuf>) -> Self {
+        Nft {
+            backend: Backend::Binary(path.into()),
+        }
+    }
+
+    /// `nft` as found in `PATH` now, once: an exec walking `PATH` tries
+    /// each directory first.
+    pub fn binary_from_path() -> Self {
         let found = std::env::var_os("PATH").and_then(|p| {
             std::env::split_paths(&p)
                 .map(|d| d.join("nft"))
                 .find(|f| f.is_file())
         });
-        Nft {
-            binary: found.unwrap_or_else(|| "nft".into()),
+        Nft::binary(found.unwrap_or_else(|| "nft".into()))
+    }
+
+    /// What runs the commands, for logs.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Lib(_) => "libnftables".into(),
+            Backend::Binary(b) => b.display().to_string(),
+        }
+    }
+
+    fn spawn_err(bin: &std::path::Path) -> impl Fn(std::io::Error) -> FirewallError + '_ {
+        move |e| FirewallError::Spawn {
+            bin: bin.display().to_string(),
+            err: e.to_string(),
         }
     }
 }
 
 impl NftRunner for Nft {
     fn apply(&self, batch: &Value) -> Result<()> {
-        let spawn_err = |e: std::io::Error| FirewallError::Spawn {
-            bin: self.binary.display().to_string(),
-            err: e.to_string(),
+        let bin = match &self.backend {
+            Backend::Lib(l) => {
+                return l
+                    .run(&batch.to_string())
+                    .map(|_| ())
+                    .map_err(|e| FirewallError::Nft(e.to_string()));
+            }
+            Backend::Binary(b) => b,
         };
-        let mut child = Command::new(&self.binary)
+        let mut child = Command::new(bin)
             .args(["-j", "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(spawn_err)?;
+            .map_err(Nft::spawn_err(bin))?;
         let body = batch.to_string();
         child
             .stdin
             .take()
             .expect("piped")
             .write_all(body.as_bytes())
-            .map_err(spawn_err)?;
-        let out = child.wait_with_output().map_err(spawn_err)?;
+            .map_err(Nft::spawn_err(bin))?;
+        let out = child.wait_with_output().map_err(Nft::spawn_err(bin))?;
         if !out.status.success() {
             return Err(FirewallError::Nft(
                 String::from_utf8_lossy(&out.stderr).trim().to_string(),
@@ -767,21 +895,79 @@ impl NftRunner for Nft {
     }
 
     fn list(&self, args: &[&str]) -> Result<Value> {
-        let out = Command::new(&self.binary)
-            .arg("-j")
-            .args(args)
-            .output()
-            .map_err(|e| FirewallError::Spawn {
-                bin: self.binary.display().to_string(),
-                err: e.to_string(),
-            })?;
-        if !out.status.success() {
-            return Err(FirewallError::Nft(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ));
-        }
-        serde_json::from_slice(&out.stdout).map_err(|e| FirewallError::Parse(e.to_string()))
+        let out = match &self.backend {
+            Backend::Lib(l) => l
+                .run(&args.join(" "))
+                .map_err(|e| FirewallError::Nft(e.to_string()))?
+                .into_bytes(),
+            Backend::Binary(bin) => {
+                let out = Command::new(bin)
+                    .arg("-j")
+                    .args(args)
+                    .output()
+                    .map_err(Nft::spawn_err(bin))?;
+                if !out.status.success() {
+                    return Err(FirewallError::Nft(
+                        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    ));
+                }
+                out.stdout
+            }
+        };
+        serde_json::from_slice(&out).map_err(|e| FirewallError::Parse(e.to_string()))
     }
+}
+
+/// One chain of a `list chains` listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChainInfo {
+    family: String,
+    table: String,
+    name: String,
+    hook: Option<String>,
+    policy: Option<String>,
+}
+
+fn chains_of(listing: &Value) -> Vec<ChainInfo> {
+    listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| {
+            let c = &o["chain"];
+            let s = |k: &str| c[k].as_str().map(str::to_string);
+            Some(ChainInfo {
+                family: s("family")?,
+                table: s("table")?,
+                name: s("name")?,
+                hook: s("hook"),
+                policy: s("policy"),
+            })
+        })
+        .collect()
+}
+
+/// What [`Firewall::check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// The table and every foreign accept rule that is needed are there.
+    Ok,
+    /// shibafu's table (or one of its chains) is gone: re-apply it all.
+    TableMissing,
+    /// A foreign chain with policy drop lacks shibafu's accept rule (a
+    /// firewall reload re-created it).
+    ForeignRuleMissing,
+}
+
+/// One foreign chain shibafu may put a rule into, as found.
+struct Foreign {
+    family: &'static str,
+    chain: &'static str,
+    comment: &'static str,
+    /// Policy drop and the config asks for the rule.
+    wanted: bool,
+    /// Handles of our rules in it.
+    ours: Vec<u64>,
 }
 
 /// The firewall of one daemon: remembers what it applied so a change is a
@@ -829,10 +1015,7 @@ impl<R: NftRunner> Firewall<R> {
         self.runner.apply(&full_batch(state, &self.cfg)?)?;
         *applied = Some(state.clone());
         drop(applied);
-        if self.cfg.accept_marked_in_foreign_forward {
-            self.fix_foreign_forward()?;
-        }
-        Ok(())
+        self.sync_foreign(true)
     }
 
     /// Re-apply everything (daemon start, `network reload`, after a flush).
@@ -841,83 +1024,127 @@ impl<R: NftRunner> Firewall<R> {
         self.apply(state)
     }
 
-    /// Whether shibafu's table is still in the kernel (a `nft flush
-    /// ruleset` or a firewall reload removes it).
+    /// Every chain in the kernel (names, hooks and policies only: no
+    /// rules, no set elements, so it is cheap however many ports are
+    /// published).
+    fn chains(&self) -> Result<Vec<ChainInfo>> {
+        Ok(chains_of(&self.runner.list(&["list", "chains"])?))
+    }
+
+    fn table_whole(chains: &[ChainInfo]) -> bool {
+        OUR_CHAINS.iter().all(|n| {
+            chains
+                .iter()
+                .any(|c| c.family == "inet" && c.table == TABLE && c.name == *n)
+        })
+    }
+
+    /// Whether shibafu's table is in the kernel with all its chains (a
+    /// `nft flush ruleset` or a firewall reload removes it).
     pub fn is_present(&self) -> bool {
-        self.runner.list(&["list", "table", "inet", TABLE]).is_ok()
+        self.chains().is_ok_and(|c| Self::table_whole(&c))
     }
 
-    /// Re-apply if the table vanished; returns whether it had to.
-    pub fn ensure(&self) -> Result<bool> {
-        if self.is_present() {
-            return Ok(false);
-        }
-        let state = self
-            .applied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match state {
-            Some(s) => self.reload(&s).map(|_| true),
-            None => Ok(false),
-        }
-    }
-
-    /// Remove shibafu's table and its foreign FORWARD rules.
-    pub fn remove_all(&self) -> Result<()> {
-        *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let table = json!({"table": {"family": "inet", "name": TABLE}});
-        let mut cmds = vec![json!({"add": table.clone()}), json!({"delete": table})];
-        for (family, handle) in self.foreign_rules()? {
-            cmds.push(json!({"delete": {"rule": {"family": family, "table": "filter", "chain": "FORWARD", "handle": handle}}}));
-        }
-        self.runner.apply(&json!({"nftables": cmds}))
-    }
-
-    /// (family, handle) of shibafu's rules in foreign FORWARD chains.
-    fn foreign_rules(&self) -> Result<Vec<(String, u64)>> {
+    /// The foreign chains shibafu may touch that exist, with our rules in
+    /// them. `all`: also chains whose rule is not wanted (to remove a
+    /// stale one); otherwise only those with policy drop, so a periodic
+    /// check lists no rules at all on hosts without such a policy.
+    fn foreign(&self, chains: &[ChainInfo], all: bool) -> Vec<Foreign> {
         let mut out = Vec::new();
-        for fam in ["ip", "ip6"] {
-            let Ok(v) = self
-                .runner
-                .list(&["list", "chain", fam, "filter", "FORWARD"])
-            else {
-                continue;
-            };
-            for r in v["nftables"].as_array().into_iter().flatten() {
-                let r = &r["rule"];
-                if r["comment"] == FOREIGN_RULE_COMMENT {
-                    if let Some(h) = r["handle"].as_u64() {
-                        out.push((fam.to_string(), h));
-                    }
+        for family in ["ip", "ip6"] {
+            for (chain, hook, comment) in FOREIGN_CHAINS {
+                let Some(c) = chains.iter().find(|c| {
+                    c.family == family
+                        && c.table == "filter"
+                        && c.name == chain
+                        && c.hook.as_deref() == Some(hook)
+                }) else {
+                    continue;
+                };
+                let enabled = if chain == "INPUT" {
+                    self.cfg.accept_dns_in_foreign_input
+                } else {
+                    self.cfg.accept_marked_in_foreign_forward
+                };
+                let wanted = enabled && c.policy.as_deref() == Some("drop");
+                if !wanted && !all {
+                    continue;
+                }
+                // A chain that cannot be listed (gone meanwhile) has no
+                // rule of ours to keep or remove.
+                let ours = self
+                    .runner
+                    .list(&["list", "chain", family, "filter", chain])
+                    .map(|v| rules_with_comment(&v, comment))
+                    .unwrap_or_default();
+                out.push(Foreign {
+                    family,
+                    chain,
+                    comment,
+                    wanted,
+                    ours,
+                });
+            }
+        }
+        out
+    }
+
+    /// Check the table and the foreign rules: one cheap listing of the
+    /// chains, plus one per foreign chain with policy drop.
+    pub fn check(&self) -> Result<Health> {
+        let chains = self.chains()?;
+        if !Self::table_whole(&chains) {
+            return Ok(Health::TableMissing);
+        }
+        if self
+            .foreign(&chains, false)
+            .iter()
+            .any(|f| f.wanted && f.ours.is_empty())
+        {
+            return Ok(Health::ForeignRuleMissing);
+        }
+        Ok(Health::Ok)
+    }
+
+    /// Repair what [`Self::check`] finds: re-apply the table if it is gone
+    /// (with the last applied state), put back missing foreign rules.
+    /// Returns whether anything had to be done.
+    pub fn ensure(&self) -> Result<bool> {
+        match self.check()? {
+            Health::Ok => Ok(false),
+            Health::ForeignRuleMissing => self.sync_foreign(false).map(|_| true),
+            Health::TableMissing => {
+                let state = self
+                    .applied
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                match state {
+                    Some(s) => self.reload(&s).map(|_| true),
+                    None => Ok(false),
                 }
             }
         }
-        Ok(out)
     }
 
-    /// Insert the "mark → accept" rule into `ip[6] filter FORWARD` chains
-    /// with policy drop that do not have it yet.
-    fn fix_foreign_forward(&self) -> Result<()> {
-        let have: BTreeSet<String> = self.foreign_rules()?.into_iter().map(|(f, _)| f).collect();
+    /// Insert the foreign accept rules that are wanted and missing; with
+    /// `all`, also delete ours where they are no longer wanted (policy no
+    /// longer drop) and duplicates. One transaction.
+    pub fn sync_foreign(&self, all: bool) -> Result<()> {
+        let chains = self.chains()?;
         let mut cmds = Vec::new();
-        for fam in ["ip", "ip6"] {
-            if have.contains(fam) {
-                continue;
+        for f in self.foreign(&chains, all) {
+            let keep = usize::from(f.wanted);
+            if f.wanted && f.ours.is_empty() {
+                cmds.push(foreign_accept_rule(
+                    f.family,
+                    f.chain,
+                    f.comment,
+                    self.cfg.mark,
+                ));
             }
-            let Ok(v) = self
-                .runner
-                .list(&["list", "chain", fam, "filter", "FORWARD"])
-            else {
-                continue;
-            };
-            let drop_policy = v["nftables"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["chain"]["policy"] == "drop" && c["chain"]["hook"] == "forward");
-            if drop_policy {
-                cmds.push(foreign_rule(fam, self.cfg.mark));
+            for h in f.ours.iter().skip(keep) {
+                cmds.push(delete_rule(f.family, f.chain, *h));
             }
         }
         if cmds.is_empty() {
@@ -925,17 +1152,52 @@ impl<R: NftRunner> Firewall<R> {
         }
         self.runner.apply(&json!({"nftables": cmds}))
     }
+
+    /// Remove shibafu's table and its foreign accept rules.
+    pub fn remove_all(&self) -> Result<()> {
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let table = json!({"table": {"family": "inet", "name": TABLE}});
+        let mut cmds = vec![json!({"add": table.clone()}), json!({"delete": table})];
+        let chains = self.chains()?;
+        for f in self.foreign(&chains, true) {
+            for h in f.ours {
+                cmds.push(delete_rule(f.family, f.chain, h));
+            }
+        }
+        self.runner.apply(&json!({"nftables": cmds}))
+    }
+}
+
+/// Handles of the rules carrying `comment` in a chain listing.
+fn rules_with_comment(listing: &Value, comment: &str) -> Vec<u64> {
+    listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| &r["rule"])
+        .filter(|r| r["comment"] == comment)
+        .filter_map(|r| r["handle"].as_u64())
+        .collect()
+}
+
+fn delete_rule(family: &str, chain: &str, handle: u64) -> Value {
+    json!({"delete": {"rule": {"family": family, "table": "filter", "chain": chain, "handle": handle}}})
 }
 
 /// The rule inserted at the top of a foreign `FORWARD` chain.
 pub fn foreign_rule(family: &str, mark: u32) -> Value {
+    foreign_accept_rule(family, "FORWARD", FOREIGN_RULE_COMMENT, mark)
+}
+
+/// "mark → accept", inserted at the top of a foreign chain.
+fn foreign_accept_rule(family: &str, chain: &str, comment: &str, mark: u32) -> Value {
     json!({"insert": {"rule": {
-        "family": family, "table": "filter", "chain": "FORWARD",
+        "family": family, "table": "filter", "chain": chain,
         "expr": [
             m("==", json!({"&": [meta("mark"), mark]}), json!(mark)),
             json!({"accept": null}),
         ],
-        "comment": FOREIGN_RULE_COMMENT,
+        "comment": comment,
     }}})
 }
 
@@ -954,11 +1216,13 @@ mod tests {
                     bridge: "sf-a".into(),
                     subnets: vec!["10.1.0.0/24".parse().unwrap(), "fd01::/64".parse().unwrap()],
                     internal: false,
+                    dns: vec![ip("10.1.0.1"), ip("fd01::1")],
                 },
                 FwNetwork {
                     bridge: "sf-i".into(),
                     subnets: vec!["10.2.0.0/24".parse().unwrap()],
                     internal: true,
+                    dns: vec![ip("10.2.0.1")],
                 },
             ],
             ports: vec![
@@ -1038,6 +1302,30 @@ mod tests {
             &json!([[{"concat": ["127.0.0.1", "udp", 5353]}, 53]])
         );
         assert!(find_elems(&b, "dnat_any6").is_none());
+        // The embedded DNS: bridge . gateway, internal networks included.
+        assert_eq!(
+            find_elems(&b, "dns4").unwrap(),
+            &json!([{"concat": ["sf-a", "10.1.0.1"]}, {"concat": ["sf-i", "10.2.0.1"]}])
+        );
+        assert_eq!(
+            find_elems(&b, "dns6").unwrap(),
+            &json!([{"concat": ["sf-a", "fd01::1"]}])
+        );
+        // ... marked in our input chain, for port 53 over TCP and UDP only.
+        let input: Vec<&Value> = b["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["add"]["rule"]["chain"] == "input")
+            .collect();
+        assert_eq!(input.len(), 2);
+        let r = input[0].to_string();
+        assert!(
+            r.contains(r#"{"set":["tcp","udp"]}"#)
+                && r.contains(r#""right":53"#)
+                && r.contains("@dns4"),
+            "{r}"
+        );
     }
 
     #[test]
@@ -1146,12 +1434,35 @@ mod tests {
         assert!(matches!(validate(&s), Err(FirewallError::ZeroPort)));
     }
 
-    /// Records batches; `fail_next` makes the next apply fail.
+    /// A foreign chain: its policy and its rules (handle, comment).
+    type FakeChain = (String, Vec<(u64, String)>);
+
+    /// A kernel as far as the firewall sees it: whether our table is
+    /// there, foreign chains (family, name) -> (policy, rules), and the
+    /// batches applied; `fail_next` makes the next apply fail.
     #[derive(Default)]
     struct Fake {
         batches: Mutex<Vec<Value>>,
         fail_next: Mutex<bool>,
         present: Mutex<bool>,
+        foreign: Mutex<BTreeMap<(String, String), FakeChain>>,
+        lists: Mutex<Vec<String>>,
+    }
+    impl Fake {
+        fn with_chain(self, family: &str, chain: &str, policy: &str) -> Self {
+            self.foreign.lock().unwrap().insert(
+                (family.into(), chain.into()),
+                (policy.into(), vec![(1, "someone else's".into())]),
+            );
+            self
+        }
+        fn ours(&self, family: &str, chain: &str) -> usize {
+            self.foreign.lock().unwrap()[&(family.to_string(), chain.to_string())]
+                .1
+                .iter()
+                .filter(|(_, c)| c.starts_with("shibafu"))
+                .count()
+        }
     }
     impl NftRunner for Fake {
         fn apply(&self, batch: &Value) -> Result<()> {
@@ -1159,14 +1470,73 @@ mod tests {
                 return Err(FirewallError::Nft("No such file or directory".into()));
             }
             self.batches.lock().unwrap().push(batch.clone());
-            *self.present.lock().unwrap() = true;
+            let mut foreign = self.foreign.lock().unwrap();
+            for c in batch["nftables"].as_array().unwrap() {
+                if c["add"]["table"]["name"] == TABLE {
+                    *self.present.lock().unwrap() = true;
+                }
+                if c["delete"]["table"]["name"] == TABLE {
+                    *self.present.lock().unwrap() = false;
+                }
+                let r = &c["insert"]["rule"];
+                if r.is_object() {
+                    let key = (
+                        r["family"].as_str().unwrap().to_string(),
+                        r["chain"].as_str().unwrap().to_string(),
+                    );
+                    let rules = &mut foreign
+                        .get_mut(&key)
+                        .expect("insert into a missing chain")
+                        .1;
+                    let h = rules.iter().map(|(h, _)| h + 1).max().unwrap_or(1);
+                    rules.insert(0, (h, r["comment"].as_str().unwrap().to_string()));
+                }
+                let r = &c["delete"]["rule"];
+                if r.is_object() {
+                    let key = (
+                        r["family"].as_str().unwrap().to_string(),
+                        r["chain"].as_str().unwrap().to_string(),
+                    );
+                    let rules = &mut foreign.get_mut(&key).unwrap().1;
+                    let h = r["handle"].as_u64().unwrap();
+                    assert!(rules.iter().any(|(x, _)| *x == h), "no rule {h}");
+                    rules.retain(|(x, _)| *x != h);
+                }
+            }
             Ok(())
         }
         fn list(&self, args: &[&str]) -> Result<Value> {
-            if args[1] == "table" && *self.present.lock().unwrap() {
-                return Ok(json!({"nftables": []}));
+            self.lists.lock().unwrap().push(args.join(" "));
+            let foreign = self.foreign.lock().unwrap();
+            match args {
+                ["list", "chains"] => {
+                    let mut v = vec![json!({"metainfo": {"version": "1.0.6"}})];
+                    if *self.present.lock().unwrap() {
+                        for n in OUR_CHAINS {
+                            v.push(json!({"chain": {"family": "inet", "table": TABLE, "name": n}}));
+                        }
+                    }
+                    for ((fam, name), (policy, _)) in foreign.iter() {
+                        v.push(
+                            json!({"chain": {"family": fam, "table": "filter", "name": name,
+                            "hook": name.to_lowercase(), "policy": policy}}),
+                        );
+                    }
+                    Ok(json!({"nftables": v}))
+                }
+                ["list", "chain", fam, "filter", chain] => {
+                    let Some((_, rules)) = foreign.get(&(fam.to_string(), chain.to_string()))
+                    else {
+                        return Err(FirewallError::Nft("No such file or directory".into()));
+                    };
+                    let v: Vec<Value> = rules
+                        .iter()
+                        .map(|(h, c)| json!({"rule": {"family": fam, "table": "filter", "chain": chain, "handle": h, "comment": c}}))
+                        .collect();
+                    Ok(json!({"nftables": v}))
+                }
+                _ => Err(FirewallError::Nft(format!("unexpected listing {args:?}"))),
             }
-            Err(FirewallError::Nft("No such file or directory".into()))
         }
     }
 
@@ -1201,5 +1571,111 @@ mod tests {
         bad.ports.push(bad.ports[0].clone());
         assert!(fw.apply(&bad).is_err());
         assert_eq!(fw.runner().batches.lock().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn foreign_accept_rules_only_where_policy_is_drop_and_self_healing() {
+        let fake = Fake::default()
+            .with_chain("ip", "FORWARD", "drop")
+            .with_chain("ip", "INPUT", "drop")
+            .with_chain("ip6", "INPUT", "accept");
+        let fw = Firewall::new(fake, FirewallConfig::default());
+        fw.apply(&state()).unwrap();
+        let k = fw.runner();
+        assert_eq!(k.ours("ip", "FORWARD"), 1);
+        assert_eq!(k.ours("ip", "INPUT"), 1);
+        assert_eq!(k.ours("ip6", "INPUT"), 0, "policy accept: not needed");
+        // The INPUT rule accepts what our input chain marked, nothing else.
+        let ins = k.batches.lock().unwrap().last().unwrap().clone();
+        let input = ins["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["insert"]["rule"]["chain"] == "INPUT")
+            .unwrap()
+            .clone();
+        assert_eq!(input["insert"]["rule"]["comment"], FOREIGN_INPUT_COMMENT);
+        assert_eq!(
+            input["insert"]["rule"]["expr"][0]["match"]["right"],
+            json!(FirewallConfig::default().mark)
+        );
+        assert_eq!(fw.check().unwrap(), Health::Ok);
+        // Idempotent: a reload inserts nothing twice.
+        fw.reload(&state()).unwrap();
+        assert_eq!(k.ours("ip", "INPUT"), 1);
+        assert_eq!(k.ours("ip", "FORWARD"), 1);
+
+        // A firewall reload re-creates INPUT without our rule: found by
+        // the periodic check and put back, the table left alone.
+        k.foreign
+            .lock()
+            .unwrap()
+            .get_mut(&("ip".to_string(), "INPUT".to_string()))
+            .unwrap()
+            .1
+            .retain(|(_, c)| !c.starts_with("shibafu"));
+        assert_eq!(fw.check().unwrap(), Health::ForeignRuleMissing);
+        let before = k.batches.lock().unwrap().len();
+        assert!(fw.ensure().unwrap());
+        assert_eq!(k.ours("ip", "INPUT"), 1);
+        let b = k.batches.lock().unwrap();
+        assert_eq!(b.len(), before + 1);
+        let last = b.last().unwrap().to_string();
+        assert!(
+            !last.contains(r#""table":{"#) && !last.contains("element"),
+            "table untouched: {last}"
+        );
+        drop(b);
+        assert!(!fw.ensure().unwrap());
+
+        // Policy back to accept: the rule goes at the next reload.
+        k.foreign
+            .lock()
+            .unwrap()
+            .get_mut(&("ip".to_string(), "INPUT".to_string()))
+            .unwrap()
+            .0 = "accept".into();
+        fw.reload(&state()).unwrap();
+        assert_eq!(k.ours("ip", "INPUT"), 0);
+        assert_eq!(k.ours("ip", "FORWARD"), 1);
+
+        // Teardown removes ours and leaves the other rules alone.
+        fw.remove_all().unwrap();
+        assert_eq!(k.ours("ip", "FORWARD"), 0);
+        for rules in k.foreign.lock().unwrap().values() {
+            assert_eq!(rules.1.len(), 1, "someone else's rule kept");
+        }
+        assert!(!fw.is_present());
+    }
+
+    #[test]
+    fn foreign_rules_follow_the_config() {
+        let fake = Fake::default()
+            .with_chain("ip", "FORWARD", "drop")
+            .with_chain("ip", "INPUT", "drop");
+        let cfg = FirewallConfig {
+            accept_dns_in_foreign_input: false,
+            ..Default::default()
+        };
+        let fw = Firewall::new(fake, cfg);
+        fw.apply(&state()).unwrap();
+        assert_eq!(fw.runner().ours("ip", "FORWARD"), 1);
+        assert_eq!(fw.runner().ours("ip", "INPUT"), 0);
+        assert_eq!(fw.check().unwrap(), Health::Ok);
+    }
+
+    #[test]
+    fn periodic_check_lists_no_rules_without_drop_policies() {
+        let fw = Firewall::new(
+            Fake::default().with_chain("ip", "INPUT", "accept"),
+            FirewallConfig::default(),
+        );
+        fw.apply(&state()).unwrap();
+        fw.runner().lists.lock().unwrap().clear();
+        assert_eq!(fw.check().unwrap(), Health::Ok);
+        assert_eq!(*fw.runner().lists.lock().unwrap(), vec!["list chains"]);
+        // A table missing one of its chains counts as missing.
+        *fw.runner().present.lock().unwrap() = false;
+        assert_eq!(fw.check().unwrap(), Health::TableMissing);
     }
 }

@@ -566,6 +566,63 @@ impl Ipam {
         requests: &[SubnetRequest],
         host_routes: &[IpNet],
     ) -> Result<Vec<SubnetConfig>> {
+        self.create_network_with(
+            network_id,
+            requests,
+            host_routes,
+            redb::Durability::Immediate,
+        )
+    }
+
+    /// [`Self::create_network`] without an fsync of its own: for a network
+    /// whose record is committed (synced) right after, since
+    /// [`Self::restore_network`] rebuilds a plan lost in a crash from that
+    /// record, and the next synced commit here persists it anyway.
+    pub fn create_network_unsynced(
+        &self,
+        network_id: &str,
+        requests: &[SubnetRequest],
+        host_routes: &[IpNet],
+    ) -> Result<Vec<SubnetConfig>> {
+        self.create_network_with(network_id, requests, host_routes, redb::Durability::None)
+    }
+
+    /// Record the plan of a network that exists (its record has `subnets`)
+    /// when the plan is missing: the repair after a crash lost an unsynced
+    /// [`Self::create_network_unsynced`]. No overlap checks: the subnets
+    /// were checked when the network was created. Returns whether it had
+    /// to.
+    pub fn restore_network(&self, network_id: &str, subnets: &[SubnetConfig]) -> Result<bool> {
+        let tx = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut nets = tx.open_table(NETWORKS).map_err(store_err)?;
+            if nets.get(network_id).map_err(store_err)?.is_some() {
+                return Ok(false);
+            }
+            let st = NetworkState {
+                subnets: subnets
+                    .iter()
+                    .map(|c| SubnetState {
+                        config: c.clone(),
+                        last: None,
+                    })
+                    .collect(),
+            };
+            let bytes = serde_json::to_vec(&st).map_err(store_err)?;
+            nets.insert(network_id, bytes.as_slice())
+                .map_err(store_err)?;
+        }
+        tx.commit().map_err(store_err)?;
+        Ok(true)
+    }
+
+    fn create_network_with(
+        &self,
+        network_id: &str,
+        requests: &[SubnetRequest],
+        host_routes: &[IpNet],
+        durability: redb::Durability,
+    ) -> Result<Vec<SubnetConfig>> {
         let default_req = [SubnetRequest::default()];
         let requests = if requests.is_empty() {
             &default_req[..]
@@ -580,7 +637,8 @@ impl Ipam {
                 return Err(IpamError::NeedsSubnet { what: "--ip-range" });
             }
         }
-        let tx = self.db.begin_write().map_err(store_err)?;
+        let mut tx = self.db.begin_write().map_err(store_err)?;
+        tx.set_durability(durability).map_err(store_err)?;
         let configs = {
             let mut nets = tx.open_table(NETWORKS).map_err(store_err)?;
             if nets.get(network_id).map_err(store_err)?.is_some() {
@@ -646,7 +704,19 @@ impl Ipam {
     /// Forget a network's plan. Refused while containers hold addresses in
     /// it; unknown networks are not an error (removal is idempotent).
     pub fn remove_network(&self, network_id: &str) -> Result<()> {
-        let tx = self.db.begin_write().map_err(store_err)?;
+        self.remove_network_with(network_id, redb::Durability::Immediate)
+    }
+
+    /// [`Self::remove_network`] without an fsync of its own: for a network
+    /// whose record is removed (synced) right after; a plan left behind by
+    /// a crash belongs to no network and reconcile removes it.
+    pub fn remove_network_unsynced(&self, network_id: &str) -> Result<()> {
+        self.remove_network_with(network_id, redb::Durability::None)
+    }
+
+    fn remove_network_with(&self, network_id: &str, durability: redb::Durability) -> Result<()> {
+        let mut tx = self.db.begin_write().map_err(store_err)?;
+        tx.set_durability(durability).map_err(store_err)?;
         {
             let users = alloc_rows(&tx.open_table(ALLOCS).map_err(store_err)?, Some(network_id))?;
             if !users.is_empty() {

@@ -6,7 +6,9 @@
 //!   containers that really live.
 //! - [`netlink`]: bridges and veths through rtnetlink, behind a trait.
 //! - [`firewall`]: the nftables ruleset as a pure function of the desired
-//!   state, applied as one `nft -j -f -` batch per change.
+//!   state, applied as one JSON batch per change.
+//! - [`nftlib`]: libnftables loaded in-process (the `nft` binary is the
+//!   fallback).
 //! - [`store`]: network records and container endpoints, persisted.
 //! - [`ports`]: `-p`/`-P` parsing, host-port allocation, `ps`/`inspect`
 //!   rendering.
@@ -17,5 +19,6 @@ pub mod bridge;
 pub mod firewall;
 pub mod ipam;
 pub mod netlink;
+pub mod nftlib;
 pub mod ports;
 pub mod store;

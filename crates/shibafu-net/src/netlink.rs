@@ -153,6 +153,11 @@ pub trait LinkOps: Send + Sync + 'static {
     async fn list_links(&self) -> Result<Vec<LinkSummary>>;
     /// Destinations of the host's main-table routes (IPAM overlap input).
     async fn routes(&self) -> Result<Vec<IpNet>>;
+    /// Whether a link of the host netns has this name (one lookup in
+    /// [`Netlink`], not a dump of every container's veth).
+    async fn link_exists(&self, name: &str) -> Result<bool> {
+        Ok(self.list_links().await?.iter().any(|l| l.name == name))
+    }
 }
 
 fn op_err(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
@@ -499,6 +504,11 @@ impl LinkOps for Netlink {
             return Err(e);
         }
         Ok(())
+    }
+
+    async fn link_exists(&self, name: &str) -> Result<bool> {
+        check_ifname(name)?;
+        Ok(link_by_name(&self.handle, name).await?.is_some())
     }
 
     async fn list_links(&self) -> Result<Vec<LinkSummary>> {

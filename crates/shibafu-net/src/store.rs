@@ -339,8 +339,53 @@ impl NetworkStore {
         tx.commit().map_err(err)
     }
 
-    pub fn disown_bridge(&self, bridge: &str) -> Result<()> {
+    /// Remove a network and the policies of its containers in one
+    /// commit; returns the network record if it existed and the policies
+    /// removed.
+    pub fn remove_with_policies(
+        &self,
+        id: &str,
+    ) -> Result<(Option<NetworkRecord>, Vec<PolicyRecord>)> {
         let tx = self.db.begin_write().map_err(err)?;
+        let out = {
+            let mut nets = tx.open_table(NETWORKS).map_err(err)?;
+            let rec: Option<NetworkRecord> = nets
+                .remove(id)
+                .map_err(err)?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            let mut pols = tx.open_table(POLICIES).map_err(err)?;
+            let mut gone: Vec<PolicyRecord> = Vec::new();
+            for row in pols.iter().map_err(err)? {
+                let (_, v) = row.map_err(err)?;
+                let p: PolicyRecord = decode(v.value())?;
+                if p.network == id {
+                    gone.push(p);
+                }
+            }
+            for p in &gone {
+                pols.remove(p.id.as_str()).map_err(err)?;
+            }
+            (rec, gone)
+        };
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    pub fn disown_bridge(&self, bridge: &str) -> Result<()> {
+        self.disown_bridge_with(bridge, redb::Durability::Immediate)
+    }
+
+    /// [`Self::disown_bridge`] for a bridge already deleted, not fsynced:
+    /// after a crash reconcile finds it owned by no network, and not in
+    /// the kernel, and drops the record.
+    pub fn disown_bridge_unsynced(&self, bridge: &str) -> Result<()> {
+        self.disown_bridge_with(bridge, redb::Durability::None)
+    }
+
+    fn disown_bridge_with(&self, bridge: &str, durability: redb::Durability) -> Result<()> {
+        let mut tx = self.db.begin_write().map_err(err)?;
+        tx.set_durability(durability).map_err(err)?;
         tx.open_table(BRIDGES)
             .map_err(err)?
             .remove(bridge)

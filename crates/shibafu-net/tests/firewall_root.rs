@@ -135,16 +135,19 @@ async fn nat_isolation_publish_and_flush_recovery() {
                 bridge: "sf-a".into(),
                 subnets: vec![net("10.81.0.0/24")],
                 internal: false,
+                dns: vec![],
             },
             FwNetwork {
                 bridge: "sf-b".into(),
                 subnets: vec![net("10.82.0.0/24")],
                 internal: false,
+                dns: vec![],
             },
             FwNetwork {
                 bridge: "sf-i".into(),
                 subnets: vec![net("10.83.0.0/24")],
                 internal: true,
+                dns: vec![],
             },
         ],
         ports: vec![
@@ -325,4 +328,261 @@ impl ListExt for Firewall<Nft> {
         use shibafu_net::firewall::NftRunner;
         self.runner().list(args).unwrap()
     }
+}
+
+/// Run `f` on a thread inside the netns at `path` (the test's own threads
+/// stay in the test's netns).
+fn in_netns<T: Send + 'static>(
+    path: std::path::PathBuf,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Whether a TCP connection from the container to `to` is accepted.
+fn tcp_reaches(c: &FakeContainer, to: &str) -> bool {
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    in_netns(c.netns(), move || {
+        std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_millis(700)).is_ok()
+    })
+}
+
+/// Whether a datagram from the container reaches `server`.
+fn udp_reaches(c: &FakeContainer, server: &std::net::UdpSocket) -> bool {
+    let to = server.local_addr().unwrap();
+    in_netns(c.netns(), move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(b"query", to).unwrap();
+    });
+    server
+        .set_read_timeout(Some(std::time::Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let got = matches!(server.recv_from(&mut buf), Ok((5, _)));
+    // Drain anything late so the next check starts clean.
+    server.set_nonblocking(true).unwrap();
+    while server.recv_from(&mut buf).is_ok() {}
+    server.set_nonblocking(false).unwrap();
+    got
+}
+
+fn our_input_rules() -> usize {
+    String::from_utf8_lossy(&sh("nft list chain ip filter INPUT").stdout)
+        .matches(shibafu_net::firewall::FOREIGN_INPUT_COMMENT)
+        .count()
+}
+
+#[tokio::test]
+async fn embedded_dns_reachable_through_input_policy_drop() {
+    if !enter_private_netns("embedded_dns_reachable_through_input_policy_drop") {
+        return;
+    }
+    sh("ip link set lo up");
+    let nl = Netlink::new().unwrap();
+    for (br, gw) in [("sf-d", "10.91.0.1/24"), ("sf-e", "10.92.0.1/24")] {
+        nl.ensure_bridge(&BridgeSpec {
+            name: br.into(),
+            mtu: None,
+            mac: None,
+            addresses: vec![net(gw)],
+        })
+        .await
+        .unwrap();
+    }
+    let c1 = FakeContainer::start();
+    let c2 = FakeContainer::start();
+    attach(&nl, &c1, "c1", "sf-d", "10.91.0.2/24", "10.91.0.1").await;
+    attach(&nl, &c2, "c2", "sf-e", "10.92.0.2/24", "10.92.0.1").await;
+
+    // "The embedded DNS" on sf-d's gateway, and a non-DNS port beside it.
+    let dns_tcp = std::net::TcpListener::bind("10.91.0.1:53").unwrap();
+    let dns_udp = std::net::UdpSocket::bind("10.91.0.1:53").unwrap();
+    let _other = std::net::TcpListener::bind("10.91.0.1:54").unwrap();
+    let _accept = std::thread::spawn(move || for _ in dns_tcp.incoming() {});
+
+    // The host's INPUT policy is drop (iptables-nft): nothing gets in yet.
+    let o = sh("nft 'add table ip filter; add chain ip filter INPUT { type filter hook input priority 0; policy drop; }'");
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        !tcp_reaches(&c1, "10.91.0.1:53"),
+        "policy drop without shibafu"
+    );
+
+    let state = DesiredState {
+        networks: vec![
+            FwNetwork {
+                bridge: "sf-d".into(),
+                subnets: vec![net("10.91.0.0/24")],
+                internal: false,
+                dns: vec![ip("10.91.0.1")],
+            },
+            FwNetwork {
+                bridge: "sf-e".into(),
+                subnets: vec![net("10.92.0.0/24")],
+                internal: true,
+                dns: vec![ip("10.92.0.1")],
+            },
+        ],
+        ports: vec![],
+        policies: vec![],
+    };
+    let fw = Firewall::new(Nft::default(), FirewallConfig::default());
+    fw.apply(&state).unwrap();
+    assert_eq!(our_input_rules(), 1);
+    assert!(
+        tcp_reaches(&c1, "10.91.0.1:53"),
+        "DNS over TCP to the gateway"
+    );
+    assert!(udp_reaches(&c1, &dns_udp), "DNS over UDP to the gateway");
+    assert!(
+        !tcp_reaches(&c1, "10.91.0.1:54"),
+        "only the DNS port is let through"
+    );
+    assert!(
+        !tcp_reaches(&c2, "10.91.0.1:53"),
+        "another network's gateway DNS stays closed"
+    );
+
+    // A firewall reload (iptables-restore) re-creates INPUT without our
+    // rule: the periodic check notices and puts it back, once.
+    assert!(sh("nft flush chain ip filter INPUT").status.success());
+    assert!(!udp_reaches(&c1, &dns_udp), "rule gone");
+    assert_eq!(
+        fw.check().unwrap(),
+        shibafu_net::firewall::Health::ForeignRuleMissing
+    );
+    assert!(fw.ensure().unwrap());
+    assert!(!fw.ensure().unwrap());
+    assert_eq!(our_input_rules(), 1);
+    assert!(udp_reaches(&c1, &dns_udp), "healed");
+
+    // Policy accept: the rule is no longer needed and goes at the next
+    // reload; the chain itself is left alone.
+    assert!(sh("nft 'add chain ip filter INPUT { policy accept; }'")
+        .status
+        .success());
+    fw.reload(&state).unwrap();
+    assert_eq!(our_input_rules(), 0);
+    assert!(tcp_reaches(&c1, "10.91.0.1:53"));
+
+    // Drop again, then teardown: nothing of ours stays.
+    assert!(sh("nft 'add chain ip filter INPUT { policy drop; }'")
+        .status
+        .success());
+    fw.reload(&state).unwrap();
+    assert_eq!(our_input_rules(), 1);
+    fw.remove_all().unwrap();
+    let all = String::from_utf8_lossy(&sh("nft list ruleset").stdout).to_string();
+    assert!(!all.contains("shibafu"), "{all}");
+    assert!(
+        all.contains("chain INPUT"),
+        "foreign chain left alone: {all}"
+    );
+}
+
+#[tokio::test]
+async fn libnftables_in_process_matches_the_binary() {
+    if !enter_private_netns("libnftables_in_process_matches_the_binary") {
+        return;
+    }
+    use shibafu_net::firewall::NftRunner;
+    let lib = Nft::library().expect("libnftables.so.1 loads (Debian: libnftables1)");
+    assert_eq!(lib.describe(), "libnftables");
+    let bin = Nft::binary_from_path();
+    let mut state = DesiredState {
+        networks: vec![FwNetwork {
+            bridge: "sf-a".into(),
+            subnets: vec![net("10.81.0.0/24"), net("fd81::/64")],
+            internal: false,
+            dns: vec![ip("10.81.0.1"), ip("fd81::1")],
+        }],
+        ports: vec![],
+        policies: vec![],
+    };
+    let fw = Firewall::new(lib, FirewallConfig::default());
+    fw.apply(&state).unwrap();
+    let strip = |mut v: Value| {
+        v["nftables"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|o| o.get("metainfo").is_none());
+        v
+    };
+    let by_lib = strip(
+        fw.runner()
+            .list(&["list", "table", "inet", "shibafu"])
+            .unwrap(),
+    );
+    let by_bin = strip(bin.list(&["list", "table", "inet", "shibafu"]).unwrap());
+    assert_eq!(by_lib, by_bin);
+    assert!(by_lib.to_string().contains("10.81.0.1"), "{by_lib}");
+    // A rejected batch is an error with nft's message, and the context
+    // keeps working after it.
+    let e = fw
+        .runner()
+        .apply(&serde_json::json!({"nftables": [{"delete": {"table": {"family": "inet", "name": "no-such-table"}}}]}))
+        .unwrap_err();
+    assert!(e.to_string().contains("No such file or directory"), "{e}");
+    // Per-change cost: deltas of one published port each.
+    let t = std::time::Instant::now();
+    for i in 0..50u16 {
+        state.ports = vec![PortMapping {
+            proto: Proto::Tcp,
+            host_ip: None,
+            host_port: 20000 + i,
+            container_ip: ip("10.81.0.2"),
+            container_port: 80,
+        }];
+        fw.apply(&state).unwrap();
+    }
+    let per_lib = t.elapsed() / 50;
+    let t = std::time::Instant::now();
+    let delta = serde_json::json!({"nftables": [
+        {"add": {"element": {"family": "inet", "table": "shibafu", "name": "bridges", "elem": ["sf-x"]}}},
+        {"delete": {"element": {"family": "inet", "table": "shibafu", "name": "bridges", "elem": ["sf-x"]}}},
+    ]});
+    for _ in 0..10 {
+        bin.apply(&delta).unwrap();
+    }
+    let per_bin = t.elapsed() / 10;
+    eprintln!("firewall delta: libnftables {per_lib:?}, nft binary {per_bin:?}");
+    // With 1000 ports published (one container, -p 20000-20999).
+    let many: Vec<PortMapping> = (0..1000u16)
+        .map(|i| PortMapping {
+            proto: Proto::Tcp,
+            host_ip: None,
+            host_port: 21000 + i,
+            container_ip: ip("10.81.0.3"),
+            container_port: 21000 + i,
+        })
+        .collect();
+    state.ports.extend(many.iter().cloned());
+    fw.apply(&state).unwrap();
+    let t = std::time::Instant::now();
+    for i in 0..20u16 {
+        state.ports[0].host_port = 20100 + i;
+        fw.apply(&state).unwrap();
+    }
+    eprintln!(
+        "firewall delta with 1000 ports published: libnftables {:?}",
+        t.elapsed() / 20
+    );
+    let listed = fw
+        .runner()
+        .list(&["list", "table", "inet", "shibafu"])
+        .unwrap()
+        .to_string();
+    assert!(
+        listed.contains("20119") && !listed.contains("20118") && !listed.contains("20049"),
+        "last delta only"
+    );
+    assert!(listed.contains("21999"), "the 1000 others stay");
+    fw.remove_all().unwrap();
+    assert!(!fw.is_present());
 }
