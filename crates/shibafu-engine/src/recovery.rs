@@ -8,7 +8,6 @@ use chrono::Utc;
 
 use crate::ctr::Ctr;
 use crate::error::Result;
-use crate::lifecycle::health_enabled;
 use crate::model::Status;
 use crate::ports::ExitInfo;
 use crate::Engine;
@@ -68,7 +67,7 @@ impl Engine {
                             self.persist_logged(&rec);
                             c.set_running(true);
                             self.spawn_monitor(c.clone(), sup);
-                            if rec.config.healthcheck.as_ref().is_some_and(health_enabled) {
+                            if crate::health::wants_health(&rec.config) {
                                 self.spawn_health(c.clone());
                             }
                         }
@@ -133,8 +132,20 @@ impl Engine {
                 })
                 .unwrap_or_default()
         };
+        // `<id>.removing`: files of a removed container whose background
+        // delete a crash interrupted (see `remove_locked`).
+        for dir in [&self.cfg.data_root, &self.cfg.exec_root] {
+            let base = dir.join("containers");
+            for name in list(base.clone()) {
+                if name.ends_with(".removing") {
+                    if let Err(e) = std::fs::remove_dir_all(base.join(&name)) {
+                        tracing::warn!(path = %base.join(&name).display(), error = %e, "removing a removed container's files");
+                    }
+                }
+            }
+        }
         for id in list(self.cfg.data_root.join("containers")) {
-            if known.contains(&id) {
+            if known.contains(&id) || id.ends_with(".removing") {
                 continue;
             }
             tracing::info!(container = %id, "removing leftovers of an unrecorded container");
@@ -142,7 +153,7 @@ impl Engine {
             let _ = std::fs::remove_dir_all(self.ctr_dir(&id));
         }
         for id in list(self.cfg.exec_root.join("containers")) {
-            if known.contains(&id) {
+            if known.contains(&id) || id.ends_with(".removing") {
                 continue;
             }
             let dirs = self.run_dirs(&id);

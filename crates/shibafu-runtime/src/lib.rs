@@ -27,6 +27,7 @@ pub mod logfile;
 pub mod prepare;
 pub mod proto;
 pub mod seccomp;
+pub mod shed;
 pub mod spec;
 pub mod supervisor;
 pub mod user;

@@ -623,7 +623,15 @@ struct Supervisor {
     precompiled: bool,
     exec_seq: u32,
     buf: Box<[u8; CHUNK]>,
+    /// Heavy code ran (create, start, exec, ...): shed its pages at this
+    /// time (see [`crate::shed`]). Shedding right away would be undone by
+    /// the replies and the daemon's follow-up requests (each fault maps
+    /// 64 KiB around it); later, only the log pump keeps running.
+    shed_at: Option<Instant>,
 }
+
+/// Delay between heavy work and shedding memory.
+const SHED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn read_run_config(dirs: &SupervisorDirs) -> Result<RunConfig, SupervisorError> {
     let p = dirs.run_config_file();
@@ -859,8 +867,8 @@ impl Supervisor {
             precompiled,
             exec_seq: 0,
             buf: Box::new([0u8; CHUNK]),
+            shed_at: Some(Instant::now() + SHED_AFTER),
         };
-        shed_memory();
         Ok(sup)
     }
 
@@ -964,9 +972,19 @@ impl Supervisor {
         for e in &self.execs {
             consider(e.exited_at);
         }
+        if let Some(at) = self.shed_at {
+            let left = at.saturating_duration_since(Instant::now()).as_millis() as i32 + 1;
+            timeout = if timeout < 0 { left } else { timeout.min(left) };
+        }
         let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if r < 0 {
             return;
+        }
+        if self.shed_at.is_some_and(|at| Instant::now() >= at) {
+            self.shed_at = None;
+            if let Err(e) = crate::shed::shed() {
+                eprintln!("supervisor: {e}");
+            }
         }
         for (p, t) in fds.iter().zip(toks.iter()) {
             if p.revents == 0 {
@@ -1219,25 +1237,21 @@ impl Supervisor {
             },
             // These run libcontainer code once; give its pages back after.
             Request::Start => {
-                let r = self.start();
-                shed_memory();
-                r
+                self.shed_at = Some(Instant::now() + SHED_AFTER);
+                self.start()
             }
             Request::Signal(sig) => self.signal(sig),
             Request::Pause => {
-                let r = self.pause(true);
-                shed_memory();
-                r
+                self.shed_at = Some(Instant::now() + SHED_AFTER);
+                self.pause(true)
             }
             Request::Resume => {
-                let r = self.pause(false);
-                shed_memory();
-                r
+                self.shed_at = Some(Instant::now() + SHED_AFTER);
+                self.pause(false)
             }
             Request::Update(res) => {
-                let r = self.update(&res);
-                shed_memory();
-                r
+                self.shed_at = Some(Instant::now() + SHED_AFTER);
+                self.update(&res)
             }
             Request::Resize { rows, cols, exec } => self.resize(rows, cols, exec),
             Request::Wait => {
@@ -1556,7 +1570,7 @@ impl Supervisor {
             return Err(format!("unable to start container process: {msg}"));
         }
         self.execs.push(e);
-        shed_memory();
+        self.shed_at = Some(Instant::now() + SHED_AFTER);
         Ok(pid)
     }
 
@@ -1910,69 +1924,6 @@ impl Supervisor {
     }
 }
 
-/// Gives back memory the long-running loop does not need (RSS matters: one
-/// supervisor per container). Creating a container touches most of
-/// libcontainer; afterwards only the poll loop runs. So: trim the heap,
-/// drop our page-table references to clean read-only file pages (they
-/// refault from the page cache if ever used again; pages written since
-/// mapping, e.g. relocations, are never touched), and release the unused
-/// part of the stack.
-fn shed_memory() {
-    unsafe { libc::malloc_trim(0) };
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    let stack_probe = 0u8;
-    let sp = &stack_probe as *const u8 as usize;
-    let page = 4096usize;
-    let mut ranges: Vec<(usize, usize)> = Vec::new();
-    let mut cur: Option<(usize, usize, bool, bool)> = None; // start, end, file ro, stack
-    let flush =
-        |c: Option<(usize, usize, bool, bool)>, anon: u64, out: &mut Vec<(usize, usize)>| {
-            if let Some((start, end, file_ro, stack)) = c {
-                if file_ro && anon == 0 {
-                    out.push((start, end));
-                } else if stack && sp > start + 256 * 1024 {
-                    // Keep 256 KiB below the current frame.
-                    let hi = (sp - 256 * 1024) & !(page - 1);
-                    if hi > start {
-                        out.push((start, hi));
-                    }
-                }
-            }
-        };
-    let mut anon = 0u64;
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if first.contains('-') && !first.ends_with(':') {
-            flush(cur.take(), anon, &mut ranges);
-            anon = 0;
-            let mut f = line.split_whitespace();
-            let (Some(range), Some(perms)) = (f.next(), f.next()) else {
-                continue;
-            };
-            let path = line.split_whitespace().nth(5).unwrap_or("");
-            let Some((a, b)) = range.split_once('-') else {
-                continue;
-            };
-            let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-            else {
-                continue;
-            };
-            let file_ro = path.starts_with('/') && !perms.contains('w');
-            cur = Some((start, end, file_ro, path == "[stack]"));
-        } else if let Some(v) = line.strip_prefix("Anonymous:") {
-            anon = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(1);
-        }
-    }
-    flush(cur.take(), anon, &mut ranges);
-    drop(smaps);
-    for (start, end) in ranges {
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-    }
-    unsafe { libc::malloc_trim(0) };
-}
-
 /// Detaches the rootfs mount (no error if it is not mounted).
 fn unmount(rootfs: &Path) {
     if rootfs.as_os_str().is_empty() {
@@ -2095,23 +2046,5 @@ mod tests {
             read_exec_failure(r.as_raw_fd(), Duration::from_secs(1)),
             None
         );
-    }
-}
-
-#[cfg(test)]
-mod shed_tests {
-    #[test]
-    fn shed_memory_lowers_rss() {
-        let rss = || {
-            std::fs::read_to_string("/proc/self/status")
-                .unwrap()
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_string()))
-                .unwrap()
-        };
-        let before = rss();
-        super::shed_memory();
-        let after = rss();
-        println!("before {before} after {after}");
     }
 }
