@@ -48,187 +48,21 @@ done
 ((runs >= 1 && runs <= 200 && concurrent >= 1 && concurrent <= 100 && mib >= 16 && mib <= 8192 \
     && tput_runs >= 1 && tput_runs <= 50)) || {
     echo "error: --runs 1..200, --concurrent 1..100, --mib 16..8192, --tput-runs 1..50" >&2; exit 2; }
-[[ $(id -u) == 0 ]] || { echo "error: run as root" >&2; exit 2; }
-has() { [[ ",$engines," == *",$1,"* ]]; }
-
-SHIBAFU_BIN=${SHIBAFU_BIN:-$repo/target/release/shibafu}
-if has shibafu && [[ ! -x $SHIBAFU_BIN ]]; then
-    echo "error: $SHIBAFU_BIN not found: cargo build --release, or set SHIBAFU_BIN" >&2
-    exit 2
-fi
-
-# ------------------------------------------------------------------ packages
-need=()
-has docker && { command -v dockerd >/dev/null || need+=(docker.io); }
-has podman && { command -v podman >/dev/null || need+=(podman); }
-has podman && for p in runc conmon netavark aardvark-dns; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
-command -v busybox >/dev/null || need+=(busybox-static)
-command -v python3 >/dev/null || need+=(python3)
-command -v gcc >/dev/null || need+=(build-essential)
-command -v jq >/dev/null || need+=(jq)
-if ((${#need[@]})); then
-    echo "installing: ${need[*]}"
-    # never let the package scripts start a daemon on the host
-    cleanup_policy=0
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; cleanup_policy=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    ((cleanup_policy)) && rm -f /usr/sbin/policy-rc.d
-fi
-DOCKER_CLI=$(command -v docker)
-
-W=$(mktemp -d /tmp/shibafu-netbench.XXXXXX)
-new_cgroup_parents=()
-for c in /sys/fs/cgroup/*/; do
-    for p in docker libpod_parent; do [[ -e $c$p ]] || new_cgroup_parents+=("$c$p"); done
-done
-declare -A HOLDER=()
-SHIBAFU_PID=""
-DOCKERD_PID=""
-
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-# ------------------------------------------------------------------ namespaces
-new_holder() { # name
-    unshare --net --mount --propagation private sleep infinity &
-    local pid=$!
-    local i
-    for ((i = 0; i < 100; i++)); do
-        [[ $(readlink /proc/$pid/ns/net) != $(readlink /proc/self/ns/net) ]] && break
-        sleep 0.02
-    done
-    HOLDER[$1]=$pid
-    nsenter -t "$pid" -n ip link set lo up
-    printf 'nameserver 127.0.0.53\n' > "$W/resolv.conf.$1"
-    nsenter -t "$pid" -m mount --bind "$W/resolv.conf.$1" /etc/resolv.conf
-}
-in_ns() { local h=$1; shift; nsenter -t "${HOLDER[$h]}" -n -m "$@"; }
-in_net() { local h=$1; shift; nsenter -t "${HOLDER[$h]}" -n "$@"; }
-
-procs_matching() {
-    local pid cmd want ok
-    for pid in /proc/[0-9]*; do
-        pid=${pid#/proc/}
-        cmd=$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null) || continue
-        ok=1
-        for want in "$@"; do [[ $cmd == *"$want"* ]] || { ok=0; break; }; done
-        ((ok)) && echo "$pid"
-    done
-    return 0
-}
-
-# ------------------------------------------------------------------ engines
-cli_shibafu() { "$SHIBAFU_BIN" -H "unix://$W/shibafu/shibafu.sock" "$@"; }
-cli_docker() { DOCKER_HOST="unix://$W/docker/docker.sock" DOCKER_CONFIG="$W/docker/cfg" "$DOCKER_CLI" "$@"; }
-cli_podman() {
-    in_ns podman env CONTAINERS_CONF="$W/podman/containers.conf" \
-        podman --root "$W/podman/root" --runroot "$W/podman/run" --tmpdir "$W/podman/tmp" "$@"
-}
-
-wait_sock() { # engine sock pid
-    local i
-    for ((i = 0; i < 600; i++)); do
-        if curl -s --max-time 1 --unix-socket "$2" http://localhost/_ping 2>/dev/null | grep -q OK; then return 0; fi
-        kill -0 "$3" 2>/dev/null || { log "$1 exited during start-up"; tail -n 30 "$W/$1/daemon.log" >&2; return 1; }
-        sleep 0.1
-    done
-    log "$1 did not answer /_ping"; return 1
-}
-
-start_shibafu() {
-    mkdir -p "$W/shibafu"
-    new_holder shibafu
-    nsenter -t "${HOLDER[shibafu]}" -n -m "$SHIBAFU_BIN" daemon --host "unix://$W/shibafu/shibafu.sock" \
-        --data-root "$W/shibafu/data" --exec-root "$W/shibafu/run" > "$W/shibafu/daemon.log" 2>&1 &
-    SHIBAFU_PID=$!
-    wait_sock shibafu "$W/shibafu/shibafu.sock" "$SHIBAFU_PID"
-}
-
-start_docker() {
-    mkdir -p "$W/docker/cfg"
-    new_holder docker
-    nsenter -t "${HOLDER[docker]}" -n -m dockerd --host "unix://$W/docker/docker.sock" \
-        --data-root "$W/docker/data" --exec-root "$W/docker/exec" --pidfile "$W/docker/dockerd.pid" \
-        --dns 127.0.0.53 > "$W/docker/daemon.log" 2>&1 &
-    DOCKERD_PID=$!
-    wait_sock docker "$W/docker/docker.sock" "$DOCKERD_PID"
-}
-
-start_podman() {
-    mkdir -p "$W/podman"/{root,run,tmp}
-    new_holder podman
-    nsenter -t "${HOLDER[podman]}" -m mount -t tmpfs -o size=64m tmpfs /dev/shm
-    cat > "$W/podman/containers.conf" <<EOF
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-log_driver = "k8s-file"
-[network]
-network_backend = "netavark"
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "$W/podman/events.log"
-pull_policy = "never"
-EOF
-    cli_podman info --format '{{.Host.OCIRuntime.Name}}' >/dev/null
-}
-
-import_image() { # engine
-    case $1 in
-        shibafu) cli_shibafu import "$W/img/busybox.tar" busybox:latest >/dev/null ;;
-        docker) cli_docker import "$W/img/busybox.tar" busybox:latest >/dev/null ;;
-        podman) cli_podman import -q "$W/img/busybox.tar" busybox:latest >/dev/null ;;
-    esac
-}
-
-rm_f() { # engine ids...
-    local e=$1
-    shift
-    (($#)) || return 0
-    if [[ $e == podman ]]; then cli_podman rm -f -t 0 "$@" >/dev/null; else "cli_$e" rm -f "$@" >/dev/null; fi
-}
-
-cleanup() {
-    set +e
-    local e pids
-    for e in shibafu docker podman; do
-        has "$e" || continue
-        [[ -n ${HOLDER[$e]:-} ]] || continue
-        pids=$("cli_$e" ps -aq 2>/dev/null)
-        [[ -n $pids ]] && rm_f "$e" $pids 2>/dev/null
-        "cli_$e" network rm benchnet >/dev/null 2>&1
-    done
-    [[ -n $SHIBAFU_PID ]] && kill "$SHIBAFU_PID" 2>/dev/null
-    [[ -n $DOCKERD_PID ]] && kill "$DOCKERD_PID" 2>/dev/null
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$SHIBAFU_PID" 2>/dev/null || kill -0 "$DOCKERD_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    for pid in $(procs_matching "$W"); do
-        [[ $pid == "$$" ]] || kill -9 "$pid" 2>/dev/null
-    done
-    for e in "${!HOLDER[@]}"; do kill "${HOLDER[$e]}" 2>/dev/null; wait "${HOLDER[$e]}" 2>/dev/null; done
-    for d in "${new_cgroup_parents[@]}"; do
-        [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
-    done
-    rm -rf "$W" 2>/dev/null || { sleep 1; rm -rf "$W"; }
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+BENCH_NETWORKS=(benchnet)
+. "$here/lib.sh"
+bench_check
+want_engine_pkgs
+has podman && want_pkg aardvark-dns
+want_pkg python3 python3
+want_pkg build-essential gcc
+want_pkg jq jq
+install_pkgs
+bench_workdir shibafu-netbench
 
 # ------------------------------------------------------------------ measurements
-now() { echo "${EPOCHREALTIME/./}"; }
-ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us / 1000 }'; }
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 stats() { # file -> "min .. max"
     echo "min $(ms "$(sort -n "$1" | head -1)"), max $(ms "$(sort -n "$1" | tail -1)")"
 }
-
-declare -A R=()
 
 bench_netcreate() { # engine
     local e=$1 i t0 t1
@@ -394,9 +228,6 @@ for e in shibafu docker; do has "$e" && bench_tput "$e"; done
 has shibafu && bench_manyports shibafu
 
 # ------------------------------------------------------------------ report
-val() { echo "${R[$1]:-}"; }
-ratio() { [[ -n $1 && -n $2 && $2 != 0 ]] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3fx", a / b }' || echo "-"; }
-cell_ms() { [[ -n $1 ]] && ms "$1" || echo "-"; }
 cell() { [[ -n $1 ]] && echo "$1" || echo "-"; }
 at_most() { [[ $1 == "-" ]] && { echo "n/a"; return; }; awk -v v="${1%x}" -v g="$2" 'BEGIN { print (v <= g) ? "MET" : "MISSED" }'; }
 at_least() { [[ $1 == "-" ]] && { echo "n/a"; return; }; awk -v v="${1%x}" -v g="$2" 'BEGIN { print (v >= g) ? "MET" : "MISSED" }'; }
