@@ -466,3 +466,202 @@ def ctr_http(docker, name: str, url: str, timeout: int = 3) -> str | None:
 def ctr_http_eventually(docker, name: str, url: str, want: str, timeout: float = 20) -> str:
     return _wait_for(lambda: (ctr_http(docker, name, url, 2) or "").strip() == want, timeout, 0.2,
                      f"{url} to answer {want!r} inside {name}")
+
+
+# ============================================================== embedded DNS (issue 4)
+# For tests/integration/test_dns_*.py: a fake upstream resolver of the test's
+# own on 127.0.0.x:53 in the daemon's netns (the daemon forwards there: the
+# session daemon runs with SHIBAFU_DNS_UPSTREAMS=127.0.0.153), which logs
+# every query it receives so tests can count what was forwarded.
+
+import threading as _threading
+
+#: The session daemon's upstream (tests/helpers.py).
+DNS_DEFAULT_UPSTREAM = "127.0.0.153"
+
+# Answers by the first label of the name (lower case):
+#   nx*   NXDOMAIN with an SOA (negative TTL 30)
+#   big*  over UDP: an empty reply with TC set; over TCP: 40 A records 10.77.0.1..40
+#   else  A: the server's answer address (TTL 60); other types: NOERROR, no data, SOA
+# Mode "blackhole" reads and logs queries and never answers (a dead resolver).
+# Every query is logged on stdout as "PROTO NAME QTYPE".
+_FAKE_DNS_PY = r'''
+import socket, struct, sys, threading
+addr, port, answer, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+lock = threading.Lock()
+
+def log(proto, name, qtype):
+    with lock:
+        sys.stdout.write(f"{proto} {name} {qtype}\n")
+        sys.stdout.flush()
+
+def soa(ttl):
+    rdata = b"\x02ns\x00" + b"\x04host\x00" + struct.pack(">IIIII", 1, 60, 60, 60, ttl)
+    return b"\xc0\x0c" + struct.pack(">HHIH", 6, 1, ttl, len(rdata)) + rdata
+
+def handle(q, proto):
+    if len(q) < 12 or q[2] & 0x80:
+        return None
+    off, labels = 12, []
+    try:
+        while q[off] != 0:
+            labels.append(q[off + 1:off + 1 + q[off]].decode("ascii", "replace").lower())
+            off += q[off] + 1
+        qtype = struct.unpack(">H", q[off + 1:off + 3])[0]
+    except (IndexError, struct.error):
+        return None
+    end = off + 5
+    name = ".".join(labels)
+    log(proto, name, qtype)
+    if mode == "blackhole":
+        return None
+    first = labels[0] if labels else ""
+    flags, an, ns, body = 0x8180, 0, 0, b""
+    if first.startswith("nx"):
+        flags |= 3
+        ns, body = 1, soa(30)
+    elif first.startswith("big") and proto == "udp":
+        flags |= 0x0200
+    elif first.startswith("big") and qtype == 1:
+        an = 40
+        body = b"".join(b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + bytes([10, 77, 0, i + 1])
+                        for i in range(40))
+    elif qtype == 1:
+        an, body = 1, b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(answer)
+    else:
+        ns, body = 1, soa(30)
+    return q[:2] + struct.pack(">HHHHH", flags, 1, an, ns, 0) + q[12:end] + body
+
+def tcp_conn(c):
+    with c:
+        while True:
+            h = c.recv(2, socket.MSG_WAITALL)
+            if len(h) < 2:
+                return
+            (n,) = struct.unpack(">H", h)
+            q = c.recv(n, socket.MSG_WAITALL)
+            r = handle(q, "tcp")
+            if r is not None:
+                c.sendall(struct.pack(">H", len(r)) + r)
+
+def tcp_loop(t):
+    while True:
+        c, _ = t.accept()
+        threading.Thread(target=tcp_conn, args=(c,), daemon=True).start()
+
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((addr, port))
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind((addr, port))
+t.listen(16)
+threading.Thread(target=tcp_loop, args=(t,), daemon=True).start()
+print("listening", flush=True)
+while True:
+    q, peer = u.recvfrom(65535)
+    r = handle(q, "udp")
+    if r is not None:
+        u.sendto(r, peer)
+'''
+
+
+class FakeUpstream:
+    """A fake resolver on ADDR:53 in the daemon's netns, counting queries."""
+
+    def __init__(self, nethost: "NetHost", addr: str, answer: str = "192.0.2.7", mode: str = "answer"):
+        """Runs in `nethost`'s daemon netns (a `NetHost(daemon)` for another daemon)."""
+        self.nethost, self.addr, self.answer, self.mode = nethost, addr, answer, mode
+        self.queries: list[tuple[str, str, int]] = []
+        self._lock = _threading.Lock()
+        self.proc = nethost.spawn_in(nethost.host_pid, "python3", "-c", _FAKE_DNS_PY, addr, "53", answer, mode)
+        line = self.proc.stdout.readline()
+        if line.strip() != "listening":
+            self.proc.kill()
+            raise AssertionError(f"fake upstream on {addr} did not start: {self.proc.stderr.read()}")
+        self._reader = _threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            parts = line.split()
+            if len(parts) == 3:
+                with self._lock:
+                    self.queries.append((parts[0], parts[1], int(parts[2])))
+
+    def count(self, name: str | None = None, proto: str | None = None) -> int:
+        """Queries received (for `name`, lower case without the final dot; over `proto`)."""
+        name = name.rstrip(".").lower() if name else None
+        with self._lock:
+            return sum(1 for p, n, _ in self.queries
+                       if (name is None or n == name) and (proto is None or p == proto))
+
+    def stop(self):
+        self.nethost.stop(self.proc)
+
+
+@pytest.fixture
+def fake_dns(nethost):
+    """Factory: fake_dns("127.0.0.153", answer="192.0.2.7", mode="answer"|"blackhole")
+    starts a FakeUpstream; all are stopped after the test."""
+    started: list[FakeUpstream] = []
+
+    def start(addr: str = DNS_DEFAULT_UPSTREAM, answer: str = "192.0.2.7", mode: str = "answer"):
+        f = FakeUpstream(nethost, addr, answer, mode)
+        started.append(f)
+        return f
+
+    yield start
+    for f in started:
+        f.stop()
+
+
+def net_gateway(docker, net: str, v6: bool = False) -> str:
+    """The network's IPv4 (or IPv6) gateway, where its DNS server listens."""
+    info = _json.loads(docker("network", "inspect", net, check=True).stdout)[0]
+    for c in info["IPAM"]["Config"]:
+        gw = c.get("Gateway", "")
+        if gw and (":" in gw) == v6:
+            return gw
+    raise AssertionError(f"network {net} has no {'IPv6' if v6 else 'IPv4'} gateway: {info['IPAM']}")
+
+
+def dig_host(nethost: "NetHost", server: str, *args, timeout: int = 20) -> subprocess.CompletedProcess:
+    """`dig @server ARGS` from the daemon's netns ("the host"), one try, 2 s."""
+    return nethost.host("dig", f"@{server}", "+time=2", "+tries=1", *args, timeout=timeout)
+
+
+def dig_short(nethost: "NetHost", server: str, *args) -> list[str]:
+    """The answer lines of `dig +short` (empty for no answer)."""
+    r = dig_host(nethost, server, "+short", *args)
+    assert r.returncode == 0, f"dig @{server} {args} failed: {r.stdout}{r.stderr}"
+    return [l for l in r.stdout.splitlines() if l and not l.startswith(";")]
+
+
+def ctr_nslookup(docker, ctr: str, name: str, qtype: str = "a", server: str = "") -> list[str]:
+    """busybox nslookup inside `ctr`: the answer addresses (A or AAAA), empty when none."""
+    import ipaddress as _ip
+
+    r = docker("exec", ctr, "nslookup", f"-type={qtype}", name, *([server] if server else []), timeout=30)
+    if r.returncode != 0:
+        return []
+    out, seen = [], False
+    for line in r.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("Name:"):
+            seen = True
+        elif seen and line.startswith("Address"):
+            a = line.split(":", 1)[1].strip().split()[0]
+            try:
+                v = _ip.ip_address(a).version
+            except ValueError:
+                continue
+            if v == (6 if qtype.lower() == "aaaa" else 4):
+                out.append(a)
+    return out
+
+
+def ctr_pid(daemon: Daemon, name: str) -> int:
+    """Host PID of the container's init (to enter its network namespace)."""
+    pid = daemon.inspect(name)["State"]["Pid"]
+    assert pid, f"{name} is not running"
+    return int(pid)

@@ -112,6 +112,8 @@ class Daemon:
         self.starts = 0
         self.docker_config = tmp / "docker-config"
         self.docker_config.mkdir(parents=True, exist_ok=True)
+        #: Extra `shibafu daemon` flags (e.g. `--config-file PATH`).
+        self.extra_args: list[str] = []
 
     # -- namespaces -------------------------------------------------------
     def start_holder(self):
@@ -157,7 +159,8 @@ class Daemon:
         env.setdefault("SHIBAFU_DNS_UPSTREAMS", "127.0.0.153")
         self.proc = subprocess.Popen(
             ["nsenter", "-t", str(self.holder.pid), "-n", "-m", self.bin, "daemon",
-             "--host", self.host, "--data-root", str(self.data_root), "--exec-root", str(self.exec_root)],
+             "--host", self.host, "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
+             *self.extra_args],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
         )
         logf.close()

@@ -218,3 +218,30 @@ def test_other_names_go_to_the_configured_upstream(docker, nets, names, nethost)
         assert lookup(docker, c, "upstream.example") == ["192.0.2.7"]
     finally:
         nethost.stop(p)
+
+
+def test_live_connect_rewrites_resolv_conf_and_hosts(docker, daemon, nets, names):
+    """`network connect` of a running container on the default bridge: its
+    resolv.conf now points at the new network's DNS and /etc/hosts carries its
+    new address, so bare names resolve at once (Docker rebuilds both too);
+    `disconnect` takes them away again."""
+    n = nets("dnslive")
+    docker("network", "create", n, check=True)
+    gw = gateway(docker, n)
+    srv, cli = names("lsrv"), names("lcli")
+    sleeper(docker, srv, "--network", n)
+    sleeper(docker, cli)  # default bridge: host resolvers, no names
+    before = docker("exec", cli, "cat", "/etc/resolv.conf", check=True).stdout
+    assert f"nameserver {gw}" not in before
+    docker("network", "connect", n, cli, check=True)
+    conf = docker("exec", cli, "cat", "/etc/resolv.conf", check=True).stdout
+    assert f"nameserver {gw}" in conf and f"search {n}.local" in conf, conf
+    ip = daemon.inspect(cli)["NetworkSettings"]["Networks"][n]["IPAddress"]
+    hosts = docker("exec", cli, "cat", "/etc/hosts", check=True).stdout
+    assert ip in hosts, hosts
+    want = container_ip(daemon, srv, n)
+    assert wait_for(lambda: lookup(docker, cli, srv) == [want], 10, 0.3, "bare name after connect")
+    docker("network", "disconnect", n, cli, check=True)
+    conf = docker("exec", cli, "cat", "/etc/resolv.conf", check=True).stdout
+    assert f"nameserver {gw}" not in conf, conf
+    assert ip not in docker("exec", cli, "cat", "/etc/hosts", check=True).stdout

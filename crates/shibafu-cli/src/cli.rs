@@ -109,6 +109,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: NetworkCmd,
     },
+    /// Manage services: names the embedded DNS answers with several containers
+    Service {
+        #[command(subcommand)]
+        cmd: ServiceCmd,
+    },
     /// run the shibafu daemon (see shibafu daemon --help)
     #[command(disable_help_flag = true)]
     Daemon {
@@ -228,6 +233,67 @@ pub enum NetworkCmd {
     },
     /// Reconcile networking now: addresses, bridges, veths and firewall rules
     Reload,
+    /// Resolve a name through the embedded DNS and show how it was answered
+    ///
+    /// Shows the networks the asker sees, the records that matched (network,
+    /// container, why), where the answer came from (local table, cache or an
+    /// upstream), the upstreams tried and their outcome, the answer, the rcode and
+    /// the time taken. Queries sent upstream are real.
+    #[command(name = "dns-trace")]
+    DnsTrace(DnsTraceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DnsTraceArgs {
+    /// Name to resolve (a container, alias or service name, NAME.NETWORK.local, an address's PTR name, or any external name)
+    #[arg(long, value_name = "NAME")]
+    pub query: String,
+    /// Record type: A, AAAA, PTR, SRV, CNAME, TXT, MX, ANY...
+    #[arg(long = "type", value_name = "TYPE", default_value = "A")]
+    pub qtype: String,
+    /// Ask as this container (name or ID): it sees only its own networks
+    #[arg(long, value_name = "CONTAINER")]
+    pub from: Option<String>,
+    /// Ask at this network's gateway as an unknown client (default: the first network served)
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Option<String>,
+    /// Format output: "json" (the daemon's report as is) or a custom template
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCmd {
+    /// List services (--service names and network aliases shared by several containers)
+    ///
+    /// INSTANCES counts the instances the DNS answers with now (healthy, or without a
+    /// healthcheck) over all instances.
+    #[command(visible_alias = "list")]
+    Ls(ServiceLsArgs),
+    /// Display detailed information on one or more services: instances, health, ports
+    Inspect(ServiceInspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceLsArgs {
+    /// Only the services of this network
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Option<String>,
+    /// Only display service names
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Format output: "json" or a custom template (fields: .Name .Network .NetworkID .Fqdn .Instances .Healthy .Total .Ports)
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceInspectArgs {
+    /// Format output using a custom template (one rendering per service and network)
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    #[arg(required = true, value_name = "SERVICE")]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,6 +342,9 @@ pub struct NetworkCreateArgs {
     /// IPv4 or IPv6 Gateway for the master subnet
     #[arg(long, value_delimiter = ',')]
     pub gateway: Vec<String>,
+    /// Upstream resolver for this network's DNS, replacing the host's (repeatable; shibafu)
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub dns: Vec<String>,
     #[arg(value_name = "NETWORK")]
     pub name: String,
     /// shibafu's short form `network create NAME CIDR`: the same as --subnet CIDR
@@ -542,6 +611,18 @@ pub struct ContainerOpts {
     /// Disable any container-specified HEALTHCHECK
     #[arg(long = "no-healthcheck")]
     pub no_healthcheck: bool,
+    /// Join a service: NAME answers in DNS with every healthy instance, round-robin (repeatable; shibafu)
+    #[arg(long, value_name = "NAME")]
+    pub service: Vec<String>,
+    /// This instance's weight in its services' round-robin, 1-65535 (default 1; needs --service; shibafu)
+    #[arg(long = "service-weight", value_name = "N", allow_hyphen_values = true)]
+    pub service_weight: Option<String>,
+    /// Announce a port in SRV records: _PORT._PROTO.NAME.NETWORK.local (repeatable; proto tcp, udp or sctp; shibafu)
+    #[arg(long = "service-port", value_name = "PORT[/PROTO]")]
+    pub service_port: Vec<String>,
+    /// Health probe run besides --health-cmd, timed by the --health-* flags: tcp:PORT or http:PORT[/PATH] (shibafu)
+    #[arg(long = "health-probe", value_name = "tcp:PORT|http:PORT[/PATH]")]
+    pub health_probe: Option<String>,
     /// Connect a container to a network
     #[arg(long = "network", visible_alias = "net")]
     pub network: Vec<String>,

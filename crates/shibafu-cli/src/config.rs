@@ -429,6 +429,10 @@ pub fn build_create(
         labels.extend(parse_kv_file(&read_file(f)?, f, None).map_err(CliError::usage)?);
     }
     labels.extend(o.label.iter().cloned());
+    // shibafu's service flags win over the same keys given with --label.
+    for (k, v) in crate::dnsopts::service_labels(o, &labels)? {
+        labels.push(format!("{k}={v}"));
+    }
 
     let mut binds = Vec::new();
     let mut anon_volumes = Vec::new();

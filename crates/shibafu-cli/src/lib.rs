@@ -16,6 +16,7 @@ pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod config;
+pub mod dnsopts;
 pub mod error;
 pub mod human;
 pub mod opts;

@@ -125,12 +125,25 @@ async fn handle(
             Response::builder().status(101).header("Connection", "Upgrade").header("Upgrade", "tcp").body(Full::new(Bytes::new()).boxed_unsync()).unwrap()
         }
         "/exec/e1/json" => full(200, r#"{"ID":"e1","Running":false,"ExitCode":7}"#),
+        "/shibafu/services" => full(200, SERVICES),
+        "/shibafu/services/web" => full(200, WEB_SERVICE),
+        p if p.starts_with("/shibafu/services/") => full(
+            404,
+            &format!(r#"{{"message":"No such service: {}"}}"#, &p["/shibafu/services/".len()..]),
+        ),
+        "/shibafu/dns/trace" => full(200, TRACE),
         "/containers/gone/stop" => full(404, r#"{"message":"No such container: gone"}"#),
         p if p.ends_with("/stop") => Response::builder().status(204).body(Full::new(Bytes::new()).boxed_unsync()).unwrap(),
         _ => full(404, r#"{"message":"page not found"}"#),
     };
     Ok(resp)
 }
+
+const WEB_SERVICE: &str = r#"[{"Name":"web","Network":"front","NetworkId":"f1","Fqdn":"web.front.local","Ports":["80/tcp"],"Instances":[{"Id":"w1-id","Name":"w1","IPv4Address":"10.1.0.2","IPv6Address":"","Weight":1,"Health":"healthy","InAnswers":true,"Via":"service"},{"Id":"w2-id","Name":"w2","IPv4Address":"10.1.0.3","IPv6Address":"","Weight":3,"Health":"unhealthy","InAnswers":false,"Via":"service"}]}]"#;
+
+const SERVICES: &str = r#"[{"Name":"web","Network":"front","NetworkId":"f1","Fqdn":"web.front.local","Ports":["80/tcp"],"Instances":[{"Id":"w1-id","Name":"w1","IPv4Address":"10.1.0.2","IPv6Address":"","Weight":1,"Health":"healthy","InAnswers":true,"Via":"service"},{"Id":"w2-id","Name":"w2","IPv4Address":"10.1.0.3","IPv6Address":"","Weight":3,"Health":"unhealthy","InAnswers":false,"Via":"service"}]},{"Name":"db","Network":"back","NetworkId":"b1","Fqdn":"db.back.local","Ports":[],"Instances":[{"Id":"d1-id","Name":"d1","IPv4Address":"10.2.0.2","IPv6Address":"","Weight":1,"Health":"none","InAnswers":true,"Via":"alias"}]}]"#;
+
+const TRACE: &str = r#"{"query":"web.front.local","qtype":"A","from":{"address":"10.1.0.9"},"view":["front"],"listener":"front","matched":[{"network":"front","container":"w1","matched_as":"service"}],"source":"local","upstreams":[],"rcode":"NOERROR","answers":[{"name":"web.front.local.","rtype":"A","ttl":5,"data":"10.1.0.2"}],"elapsed_us":37}"#;
 
 /// Starts the fake on a fresh socket; returns its state and the socket path.
 async fn start_fake() -> (Arc<Fake>, tempfile::TempDir, String) {
@@ -366,4 +379,229 @@ fn version_flag_and_exit_codes_for_usage_errors() {
         shibafu_cli::main(vec!["shibafu".into(), "run".into(), "--help".into()]),
         0
     );
+}
+
+#[tokio::test]
+async fn service_flags_become_labels() {
+    let (fake, _dir, host) = start_fake().await;
+    let (code, _, err) = run_cli(
+        &host,
+        &[
+            "run",
+            "-d",
+            "--service",
+            "api",
+            "--service",
+            "web,api",
+            "--service-weight",
+            "3",
+            "--service-port",
+            "8080",
+            "--service-port",
+            "53/UDP",
+            "--health-probe",
+            "http:8080/healthz",
+            "-l",
+            "io.shibafu.service=ignored",
+            "busybox",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let body: serde_json::Value = serde_json::from_str(&fake.bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(
+        body["Labels"],
+        serde_json::json!({
+            "io.shibafu.service": "api,web",
+            "io.shibafu.service.weight": "3",
+            "io.shibafu.service.ports": "8080,53/udp",
+            "io.shibafu.health.probe": "http:8080/healthz",
+        })
+    );
+    // a weight may go with a service set by --label (what the docker CLI can do)
+    let (code, _, err) = run_cli(
+        &host,
+        &[
+            "create",
+            "-l",
+            "io.shibafu.service=db",
+            "--service-weight",
+            "2",
+            "busybox",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let body: serde_json::Value = serde_json::from_str(&fake.bodies.lock().unwrap()[2]).unwrap();
+    assert_eq!(body["Labels"]["io.shibafu.service.weight"], "2");
+    assert_eq!(body["Labels"]["io.shibafu.service"], "db");
+}
+
+#[tokio::test]
+async fn bad_service_flags_exit_125_before_any_request() {
+    let (fake, _dir, host) = start_fake().await;
+    for (args, want) in [
+        (
+            vec!["run", "--service", "api", "--service-weight", "0", "busybox"],
+            "invalid argument \"0\" for \"--service-weight\" flag: want an integer 1..65535",
+        ),
+        (
+            vec!["create", "--service", "api", "--service-weight", "70000", "busybox"],
+            "invalid argument \"70000\" for \"--service-weight\" flag: want an integer 1..65535",
+        ),
+        (
+            vec!["run", "--service-weight", "2", "busybox"],
+            "--service-weight needs --service",
+        ),
+        (
+            vec!["run", "--service-port", "53/icmp", "busybox"],
+            "invalid argument \"53/icmp\" for \"--service-port\" flag: invalid protocol \"icmp\": want tcp, udp or sctp",
+        ),
+        (
+            vec!["run", "--service-port", "0", "busybox"],
+            "invalid argument \"0\" for \"--service-port\" flag: invalid port \"0\": want 1..65535",
+        ),
+        (
+            vec!["run", "--health-probe", "icmp:1", "busybox"],
+            "invalid argument \"icmp:1\" for \"--health-probe\" flag: unknown probe type \"icmp\"",
+        ),
+        (
+            vec!["run", "--service", "a b", "busybox"],
+            "invalid argument \"a b\" for \"--service\" flag",
+        ),
+    ] {
+        let (code, _, err) = run_cli(&host, &args).await;
+        assert_eq!(code, 125, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(err.contains("--help' for more information"), "{err}");
+    }
+    let (code, _, err) = run_cli(&host, &["network", "create", "--dns", "1.2.3.4:0", "n"]).await;
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("for \"--dns\" flag"), "{err}");
+    assert!(fake.log.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn service_ls_and_inspect() {
+    let (fake, _dir, host) = start_fake().await;
+    let (code, out, err) = run_cli(&host, &["service", "ls"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "NAME      NETWORK   INSTANCES   PORTS\n\
+         db        back      1/1         -\n\
+         web       front     1/2         80/tcp\n"
+    );
+    let (code, out, _) = run_cli(&host, &["service", "ls", "-q", "--network", "front"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out, "db\nweb\n");
+    assert!(
+        fake.log
+            .lock()
+            .unwrap()
+            .contains(&"GET /shibafu/services?network=front".to_string()),
+        "{:?}",
+        fake.log.lock().unwrap()
+    );
+
+    let (code, out, err) = run_cli(&host, &["service", "inspect", "web", "nope"]).await;
+    assert_eq!(code, 1);
+    assert_eq!(err, "Error: No such service: nope\n");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["Instances"][1]["Weight"], 3);
+    assert!(
+        out.starts_with("[\n    {\n        \"Name\": \"web\","),
+        "{out}"
+    );
+
+    let (code, out, _) = run_cli(
+        &host,
+        &[
+            "service",
+            "inspect",
+            "-f",
+            "{{.Fqdn}}{{range .Instances}} {{.Name}}={{.Health}}{{end}}",
+            "web",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(out, "web.front.local w1=healthy w2=unhealthy\n");
+}
+
+#[tokio::test]
+async fn dns_trace_report_and_json() {
+    let (fake, _dir, host) = start_fake().await;
+    let (code, out, err) = run_cli(
+        &host,
+        &[
+            "network",
+            "dns-trace",
+            "--query",
+            "web.front.local",
+            "--from",
+            "c1",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "Query:     web.front.local A (from container c1 at 10.1.0.9, networks: front)\n\
+         Matched:   w1 on front (service)\n\
+         Source:    local\n\
+         Answer:    web.front.local. 5 A 10.1.0.2\n\
+         Rcode:     NOERROR in 0.04 ms\n"
+    );
+    assert_eq!(
+        fake.log.lock().unwrap()[0],
+        "GET /shibafu/dns/trace?name=web.front.local&type=A&from=c1"
+    );
+    let (code, out, _) = run_cli(
+        &host,
+        &["network", "dns-trace", "--query", "web", "--format", "json"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(out, format!("{TRACE}\n"));
+}
+
+#[test]
+fn dns_and_service_help_texts() {
+    let help = |args: &[&str]| {
+        let mut v = vec!["shibafu"];
+        v.extend_from_slice(args);
+        v.push("--help");
+        let text = Cli::try_parse_from(v).unwrap_err().to_string();
+        println!("{text}");
+        text
+    };
+    let run = help(&["run"]);
+    for f in [
+        "--service <NAME>",
+        "--service-weight <N>",
+        "--service-port <PORT[/PROTO]>",
+        "--health-probe <tcp:PORT|http:PORT[/PATH]>",
+    ] {
+        assert!(run.contains(f), "{f} missing from run --help");
+    }
+    assert!(help(&["create"]).contains("--service-weight <N>"));
+    assert!(help(&["network", "create"]).contains("--dns <IP[:PORT]>"));
+    let top = help(&[]);
+    assert!(top.contains("service"), "{top}");
+    let svc = help(&["service"]);
+    assert!(svc.contains("ls") && svc.contains("inspect"), "{svc}");
+    assert!(help(&["service", "ls"]).contains("--network <NETWORK>"));
+    let trace = help(&["network", "dns-trace"]);
+    for f in [
+        "--query <NAME>",
+        "--type <TYPE>",
+        "--from <CONTAINER>",
+        "--network <NETWORK>",
+        "--format",
+    ] {
+        assert!(trace.contains(f), "{f} missing from dns-trace --help");
+    }
+    assert!(help(&["network"]).contains("dns-trace"));
 }

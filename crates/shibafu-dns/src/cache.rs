@@ -9,10 +9,13 @@ use parking_lot::Mutex;
 
 use crate::wire::{self, Query, ResponseInfo};
 
-/// The key: name (lower-case wire), type, class, and the flags that change
-/// upstream answers (DO, CD).
+/// The key: name (lower-case wire), type, class, the flags that change
+/// upstream answers (DO, CD), and the upstream set that answered: a
+/// container's `--dns`, a network's forwarders and the host's resolvers may
+/// disagree, and one must never be served the other's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
+    upstreams: u64,
     name: Box<[u8]>,
     qtype: u16,
     qclass: u16,
@@ -20,9 +23,18 @@ pub(crate) struct Key {
     checking_disabled: bool,
 }
 
+/// An identity for an ordered upstream list (see [`Key`]).
+pub(crate) fn upstream_set_id(servers: &[std::net::SocketAddr]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    servers.hash(&mut h);
+    h.finish()
+}
+
 impl Key {
-    pub fn of(q: &Query) -> Key {
+    pub fn of(q: &Query, upstreams: u64) -> Key {
         Key {
+            upstreams,
             name: q.qname.as_slice().into(),
             qtype: q.qtype,
             qclass: q.qclass,
@@ -59,11 +71,18 @@ impl Cache {
 
     /// Writes the cached reply to `q` into `out` (the requester's ID and
     /// question bytes, TTLs aged). False when absent or expired.
-    pub fn get(&self, q: &Query, msg: &[u8], out: &mut Vec<u8>, now: Instant) -> bool {
+    pub fn get(
+        &self,
+        q: &Query,
+        upstreams: u64,
+        msg: &[u8],
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> bool {
         if self.capacity == 0 {
             return false;
         }
-        let key = Key::of(q);
+        let key = Key::of(q, upstreams);
         let mut map = self.map.lock();
         let Some(e) = map.get(&key) else {
             return false;
@@ -92,7 +111,7 @@ impl Cache {
 
     /// Stores an upstream reply if it is cacheable: NOERROR or NXDOMAIN,
     /// not truncated, with a TTL (negative answers: the SOA's).
-    pub fn put(&self, q: &Query, reply: &[u8], info: &ResponseInfo, now: Instant) {
+    pub fn put(&self, q: &Query, upstreams: u64, reply: &[u8], info: &ResponseInfo, now: Instant) {
         if self.capacity == 0 || info.truncated {
             return;
         }
@@ -139,7 +158,7 @@ impl Cache {
                 }
             }
         }
-        map.insert(Key::of(q), entry);
+        map.insert(Key::of(q, upstreams), entry);
     }
 
     pub fn clear(&self) {
@@ -183,25 +202,44 @@ mod tests {
     }
 
     #[test]
+    fn upstream_sets_do_not_share_answers() {
+        let c = Cache::new(10, 3600, 300);
+        let query = build_query(1, &name_from_str("a.example").unwrap(), TYPE_A);
+        let q = parse_query(&query).unwrap();
+        let r = reply(&query, Some(60));
+        let host = upstream_set_id(&["127.0.0.53:53".parse().unwrap()]);
+        let own = upstream_set_id(&["127.0.0.54:53".parse().unwrap()]);
+        assert_ne!(host, own);
+        let t0 = Instant::now();
+        c.put(&q, host, &r, &inspect_response(&r).unwrap(), t0);
+        let mut out = Vec::new();
+        assert!(c.get(&q, host, &query, &mut out, t0));
+        assert!(
+            !c.get(&q, own, &query, &mut out, t0),
+            "another upstream set's answer"
+        );
+    }
+
+    #[test]
     fn ttls_age_and_expire() {
         let c = Cache::new(10, 3600, 300);
         let query = build_query(1, &name_from_str("a.example").unwrap(), TYPE_A);
         let q = parse_query(&query).unwrap();
         let r = reply(&query, Some(60));
         let t0 = Instant::now();
-        c.put(&q, &r, &inspect_response(&r).unwrap(), t0);
+        c.put(&q, 7, &r, &inspect_response(&r).unwrap(), t0);
         let mut again = build_query(99, &name_from_str("A.Example").unwrap(), TYPE_A);
         again[2] = 0; // RD off
         let q2 = parse_query(&again).unwrap();
         let mut out = Vec::new();
-        assert!(c.get(&q2, &again, &mut out, t0 + Duration::from_secs(10)));
+        assert!(c.get(&q2, 7, &again, &mut out, t0 + Duration::from_secs(10)));
         assert_eq!(u16_at(&out, 0).unwrap(), 99);
         let a = answers_text(&out).unwrap();
         assert_eq!(a[0].ttl, 50);
         assert_eq!(a[0].name, "a.example.");
         // The requester's case is echoed in the question.
         assert_eq!(&out[12..q2.question_end], &again[12..q2.question_end]);
-        assert!(!c.get(&q2, &again, &mut out, t0 + Duration::from_secs(60)));
+        assert!(!c.get(&q2, 7, &again, &mut out, t0 + Duration::from_secs(60)));
     }
 
     #[test]
@@ -211,11 +249,11 @@ mod tests {
         let q = parse_query(&query).unwrap();
         let r = reply(&query, None);
         let t0 = Instant::now();
-        c.put(&q, &r, &inspect_response(&r).unwrap(), t0);
+        c.put(&q, 7, &r, &inspect_response(&r).unwrap(), t0);
         let mut out = Vec::new();
-        assert!(c.get(&q, &query, &mut out, t0 + Duration::from_secs(29)));
+        assert!(c.get(&q, 7, &query, &mut out, t0 + Duration::from_secs(29)));
         assert_eq!(out[3] & 0xF, RCODE_NXDOMAIN);
-        assert!(!c.get(&q, &query, &mut out, t0 + Duration::from_secs(30)));
+        assert!(!c.get(&q, 7, &query, &mut out, t0 + Duration::from_secs(30)));
     }
 
     #[test]
@@ -226,7 +264,7 @@ mod tests {
             let query = build_query(1, &name_from_str(&format!("n{i}.example")).unwrap(), TYPE_A);
             let q = parse_query(&query).unwrap();
             let r = reply(&query, Some(60));
-            c.put(&q, &r, &inspect_response(&r).unwrap(), t0);
+            c.put(&q, 7, &r, &inspect_response(&r).unwrap(), t0);
         }
         assert!(c.len() <= 16);
     }

@@ -19,6 +19,7 @@ mod forward;
 mod server;
 mod table;
 mod trace;
+mod udp;
 pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};

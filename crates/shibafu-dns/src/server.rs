@@ -19,6 +19,7 @@ use crate::cache::Cache;
 use crate::forward::{Attempt, ForwardError, Upstreams};
 use crate::table::{self, Local, Match, State, Table};
 use crate::trace::{self, Requester, TraceReport};
+use crate::udp;
 use crate::wire::{self, Query, Writer};
 use crate::{DnsConfig, DnsError, NetworkDns};
 
@@ -401,31 +402,50 @@ fn bind_tcp(addr: SocketAddr) -> Result<Socket, DnsError> {
     Ok(s)
 }
 
+/// Receives up to [`udp::BATCH`] queries per syscall, answers the local
+/// ones synchronously and sends all those replies with one syscall;
+/// forwarded queries get their own task and reply on their own.
 async fn udp_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>, local: IpAddr) {
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
+    let mut rx = udp::RecvBatch::new();
+    let mut tx = udp::SendBatch::new();
     loop {
-        let (n, src) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
+        if let Err(e) = sock.readable().await {
+            tracing::debug!("dns: udp readiness on {local}: {e}");
+            tokio::task::yield_now().await;
+            continue;
+        }
+        match rx.try_recv(&sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 // E.g. ICMP errors surfacing on the socket: never fatal.
                 tracing::debug!("dns: udp receive on {local}: {e}");
                 tokio::task::yield_now().await;
                 continue;
             }
-        };
-        match inner.handle(&buf[..n], src.ip(), local, &mut out, true, None) {
-            Step::Reply => send(&sock, &out, src).await,
-            Step::Drop => {}
-            Step::Forward(job) => {
-                let inner = inner.clone();
-                let sock = sock.clone();
-                let msg = buf[..n].to_vec();
-                tokio::spawn(async move {
-                    let reply = inner.run_forward(&msg, job, true, None).await;
-                    send(&sock, &reply, src).await;
-                });
+        }
+        for (msg, src) in rx.datagrams() {
+            match inner.handle(msg, src.ip(), local, tx.next_buf(), true, None) {
+                Step::Reply => tx.push(src),
+                Step::Drop => {}
+                Step::Forward(job) => {
+                    let inner = inner.clone();
+                    let sock = sock.clone();
+                    let msg = msg.to_vec();
+                    tokio::spawn(async move {
+                        let reply = inner.run_forward(&msg, job, true, None).await;
+                        send(&sock, &reply, src).await;
+                    });
+                }
             }
+        }
+        if !tx.is_empty() {
+            // Socket buffer full: the rest wait for room one by one.
+            for i in tx.try_send(&sock, 0)..tx.len() {
+                let (out, to) = tx.get(i);
+                send(&sock, out, to).await;
+            }
+            tx.clear();
         }
     }
 }
@@ -587,7 +607,12 @@ impl Inner {
         if lnet.internal {
             return refuse(out, &q, msg, chase, udp);
         }
-        let servers = self.upstreams_for(&state, &q, src, li);
+        // A CNAME chased out of the zone goes where its target's domain
+        // is forwarded (conditional forwarding), not the alias's.
+        let route = chase
+            .as_ref()
+            .map_or(q.qname.as_slice(), |(target, _)| target.as_slice());
+        let servers = self.upstreams_for(&state, route, src, li);
         if servers.is_empty() {
             if let Some(t) = trace.as_deref_mut() {
                 t.source = Some(trace::TraceSource::NoUpstream);
@@ -602,7 +627,8 @@ impl Inner {
             }
             return servfail(out, &q, msg);
         }
-        if chase.is_none() && self.cache.get(&q, msg, out, Instant::now()) {
+        let set = crate::cache::upstream_set_id(&servers);
+        if chase.is_none() && self.cache.get(&q, set, msg, out, Instant::now()) {
             if let Some(t) = trace {
                 t.source = Some(trace::TraceSource::Cache);
             }
@@ -628,11 +654,10 @@ impl Inner {
     fn upstreams_for(
         &self,
         state: &State,
-        q: &Query,
+        name: &[u8],
         src: IpAddr,
         listener: u16,
     ) -> Vec<SocketAddr> {
-        let name = q.qname.as_slice();
         for (domain, servers) in &self.conditional {
             if wire::is_subdomain(name, domain) {
                 return servers.clone();
@@ -659,6 +684,7 @@ impl Inner {
         mut trace: Option<&mut TraceCollect>,
     ) -> Vec<u8> {
         let q = job.q;
+        let set = crate::cache::upstream_set_id(&job.servers);
         let mut attempts = Vec::new();
         let mut out = Vec::new();
         match job.chase {
@@ -670,7 +696,7 @@ impl Inner {
                 match res {
                     Ok((mut reply, server)) => {
                         if let Ok(info) = wire::inspect_response(&reply) {
-                            self.cache.put(&q, &reply, &info, Instant::now());
+                            self.cache.put(&q, set, &reply, &info, Instant::now());
                         }
                         // Upstreams echo our question; give back the requester's bytes.
                         if reply.len() >= q.question_end {
@@ -696,7 +722,10 @@ impl Inner {
                 let tq_msg = wire::build_query(rand::random(), &target, q.qtype);
                 let tq = wire::parse_query(&tq_msg).expect("built query parses");
                 let mut cached = Vec::new();
-                let reply = if self.cache.get(&tq, &tq_msg, &mut cached, Instant::now()) {
+                let reply = if self
+                    .cache
+                    .get(&tq, set, &tq_msg, &mut cached, Instant::now())
+                {
                     Ok(cached)
                 } else {
                     match self
@@ -706,7 +735,7 @@ impl Inner {
                     {
                         Ok((reply, server)) => {
                             if let Ok(info) = wire::inspect_response(&reply) {
-                                self.cache.put(&tq, &reply, &info, Instant::now());
+                                self.cache.put(&tq, set, &reply, &info, Instant::now());
                             }
                             if let Some(t) = trace.as_deref_mut() {
                                 t.source = Some(trace::TraceSource::Upstream(server));
@@ -973,5 +1002,223 @@ mod tests {
             let m = Message::from_vec(&out).unwrap();
             assert_eq!(m.answers.len(), n, "{name}");
         }
+    }
+    /// A server with real listeners on `listen` (a random free port):
+    /// member `i` of `members` is container `web{i}`.
+    async fn listening(listen: IpAddr, members: &[IpAddr]) -> (DnsServer, SocketAddr) {
+        for _ in 0..20 {
+            let port = 20000 + rand::random::<u16>() % 40000;
+            let s = DnsServer::new(DnsConfig {
+                port,
+                ..DnsConfig::default()
+            })
+            .unwrap();
+            let net = NetworkDns {
+                id: "n1".into(),
+                name: "net1".into(),
+                zone: None,
+                listen: vec![listen],
+                subnets: vec![],
+                internal: true,
+                forwarders: vec![],
+            };
+            if s.serve_network(net).is_err() {
+                continue; // port taken: another one
+            }
+            let endpoints = members
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| Endpoint {
+                    container_id: format!("c{i}"),
+                    name: format!("web{i}"),
+                    hostname: None,
+                    aliases: vec![],
+                    services: vec![],
+                    network_id: "n1".into(),
+                    ipv4: match ip {
+                        IpAddr::V4(v4) => Some(*v4),
+                        IpAddr::V6(_) => None,
+                    },
+                    ipv6: match ip {
+                        IpAddr::V6(v6) => Some(*v6),
+                        IpAddr::V4(_) => None,
+                    },
+                    ports: vec![],
+                    healthy: true,
+                    dns_servers: vec![],
+                })
+                .collect();
+            assert!(s
+                .set_table(Table {
+                    endpoints,
+                    cnames: vec![],
+                })
+                .is_empty());
+            return (s, SocketAddr::new(listen, port));
+        }
+        panic!("no free port on {listen}");
+    }
+
+    /// A client socket with room for a whole burst of replies.
+    fn client(ip: IpAddr) -> UdpSocket {
+        let s = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        socket2::SockRef::from(&s)
+            .set_recv_buffer_size(4 << 20)
+            .unwrap();
+        s.set_nonblocking(true).unwrap();
+        UdpSocket::from_std(s).unwrap()
+    }
+
+    /// Reads replies until `want` arrived or nothing came for a while
+    /// (then a little longer, to catch stray extra replies): ID -> reply.
+    async fn collect(sock: &UdpSocket, want: usize) -> BTreeMap<u16, Vec<Vec<u8>>> {
+        let mut got: BTreeMap<u16, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut buf = vec![0u8; 65535];
+        let mut n = 0;
+        loop {
+            let wait = if n < want { 3000 } else { 300 };
+            let Ok(r) =
+                tokio::time::timeout(Duration::from_millis(wait), sock.recv_from(&mut buf)).await
+            else {
+                return got;
+            };
+            let (len, _) = r.unwrap();
+            let id = wire::header_id(&buf[..len]).unwrap();
+            got.entry(id).or_default().push(buf[..len].to_vec());
+            n += 1;
+        }
+    }
+
+    fn answer_ips(reply: &[u8]) -> (u8, Vec<IpAddr>) {
+        let m = hickory_proto::op::Message::from_vec(reply).unwrap();
+        let ips = m
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                hickory_proto::rr::RData::A(a) => Some(IpAddr::V4(a.0)),
+                hickory_proto::rr::RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect();
+        (reply[3] & 0xF, ips)
+    }
+
+    /// Distinct loopback addresses per test process (the integration tests
+    /// use 127.100-199.*).
+    fn lo(n: u8, k: u8) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::new(
+            127,
+            77 + k,
+            (std::process::id() % 250) as u8,
+            n,
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_queries_is_answered_whole() {
+        let me = lo(10, 0);
+        let (s, srv) = listening(lo(1, 0), &[me]).await;
+        let sock = client(me);
+        let name = wire::name_from_str("web0").unwrap();
+        // Sent back to back, nothing read in between: the server sees
+        // full batches.
+        for id in 1000..1200u16 {
+            sock.send_to(&wire::build_query(id, &name, 1), srv)
+                .await
+                .unwrap();
+        }
+        let got = collect(&sock, 200).await;
+        assert_eq!(got.len(), 200, "one reply per query");
+        for id in 1000..1200u16 {
+            let r = &got[&id];
+            assert_eq!(r.len(), 1, "exactly one reply to {id}");
+            assert_eq!(answer_ips(&r[0]), (0, vec![me]), "reply {id}");
+        }
+        drop(s);
+    }
+
+    #[tokio::test]
+    async fn ipv6_requesters_are_answered() {
+        let me: IpAddr = "::1".parse().unwrap();
+        let (s, srv) = listening(me, &[me]).await;
+        let sock = client(me);
+        let name = wire::name_from_str("web0").unwrap();
+        for id in 1..=40u16 {
+            sock.send_to(&wire::build_query(id, &name, 28), srv)
+                .await
+                .unwrap();
+        }
+        let got = collect(&sock, 40).await;
+        assert_eq!(got.len(), 40);
+        for r in got.values() {
+            assert_eq!(r.len(), 1);
+            assert_eq!(answer_ips(&r[0]), (0, vec![me]));
+        }
+        drop(s);
+    }
+
+    #[tokio::test]
+    async fn garbage_in_a_batch_spoils_none_of_it() {
+        let me = lo(10, 1);
+        let (s, srv) = listening(lo(1, 1), &[me]).await;
+        let sock = client(me);
+        let name = wire::name_from_str("web0").unwrap();
+        let mut oversized = wire::build_query(0xBBBB, &name, 1);
+        oversized.resize(udp::SLOT + 100, 0);
+        for id in 1..=100u16 {
+            let q = wire::build_query(id, &name, 1);
+            let mut response = q.clone();
+            response[0..2].copy_from_slice(&0xAAAAu16.to_be_bytes());
+            response[2] |= 0x80;
+            let mut random: Vec<u8> = (0..(rand::random::<u16>() % 600))
+                .map(|_| rand::random())
+                .collect();
+            if random.len() > 2 {
+                random[2] |= 0x80; // a "response": never answered
+            }
+            let formerr_id = (0xC000 + id).to_be_bytes();
+            let formerr = [
+                formerr_id[0],
+                formerr_id[1],
+                1,
+                0,
+                0,
+                1,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                5,
+                b'a',
+            ];
+            for d in [
+                &[][..],
+                &[1, 2, 3, 4, 5][..],
+                &response,
+                &random,
+                &formerr,
+                &oversized,
+                &q,
+            ] {
+                sock.send_to(d, srv).await.unwrap();
+            }
+        }
+        let got = collect(&sock, 200).await;
+        assert_eq!(got.len(), 200, "IDs answered: {:?}", got.keys());
+        for id in 1..=100u16 {
+            assert_eq!(got[&id].len(), 1);
+            assert_eq!(answer_ips(&got[&id][0]), (0, vec![me]), "reply {id}");
+            let f = &got[&(0xC000 + id)];
+            assert_eq!(f.len(), 1);
+            assert_eq!(f[0][3] & 0xF, wire::RCODE_FORMERR, "FORMERR {id}");
+        }
+        assert!(!got.contains_key(&0xAAAA), "responses are never answered");
+        assert!(
+            !got.contains_key(&0xBBBB),
+            "oversized datagrams are dropped"
+        );
+        drop(s);
     }
 }

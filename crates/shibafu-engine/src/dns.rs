@@ -12,12 +12,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bollard_stubs::models::{EventMessage, EventMessageTypeEnum};
-use shibafu_dns::{DnsServer, Endpoint, NetworkDns, Proto, Table};
+use shibafu_api::{ApiError, ApiResult, DnsTraceQuery, ServiceView};
+use shibafu_dns::{Cname, DnsServer, Endpoint, NetworkDns, Proto, Requester, Table};
 use shibafu_net::bridge::BridgeNetworks;
 use shibafu_net::store::{Endpoint as NetEndpoint, NetworkRecord};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::model::{ContainerRecord, HealthStatus};
+use crate::model::ContainerRecord;
 use crate::Engine;
 
 /// Whether `n` gets an embedded DNS server: user-defined bridge networks
@@ -26,8 +27,16 @@ pub fn serves_dns(n: &NetworkRecord) -> bool {
     !n.default && n.driver == "bridge"
 }
 
-/// `n` as the DNS server sees it.
+/// `n` as the DNS server sees it. Its `io.shibafu.network.dns` option
+/// (validated at network create) gives its own upstreams.
 pub fn network_dns(n: &NetworkRecord) -> NetworkDns {
+    let forwarders = match n.options.get(shibafu_api::labels::NETWORK_DNS) {
+        Some(v) => crate::services::parse_network_dns(v).unwrap_or_else(|e| {
+            tracing::warn!(network = %n.name, error = %e, "network DNS forwarders ignored");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
     NetworkDns {
         id: n.id.clone(),
         name: n.name.clone(),
@@ -35,7 +44,7 @@ pub fn network_dns(n: &NetworkRecord) -> NetworkDns {
         listen: n.subnets.iter().map(|s| s.gateway).collect(),
         subnets: n.subnets(),
         internal: n.internal,
-        forwarders: Vec::new(),
+        forwarders,
     }
 }
 
@@ -44,7 +53,7 @@ pub fn network_dns(n: &NetworkRecord) -> NetworkDns {
 pub struct ResolverConf {
     /// The gateways of its user networks, the primary network's first.
     pub nameservers: Vec<IpAddr>,
-    /// The zones of those networks (`web.local`), same order.
+    /// The zone of its first served network (`web.local`).
     pub search: Vec<String>,
 }
 
@@ -95,10 +104,15 @@ pub fn resolver_for(attached: &[&NetworkRecord], zone_suffix: &str) -> Option<Re
             }
         }
     }
+    // Search: the first served network's zone only. Bare names of every
+    // network the container is on already answer (ndots:0 asks them as
+    // they are first); more zones would only add NXDOMAIN rounds, which
+    // some clients (busybox nslookup) report as failures.
     let suffix = zone_suffix.trim_matches('.');
     let search = served
-        .iter()
+        .first()
         .map(|n| format!("{}.{suffix}", n.name))
+        .into_iter()
         .collect();
     Some(ResolverConf {
         nameservers,
@@ -126,8 +140,11 @@ pub fn parse_server(s: &str) -> Option<SocketAddr> {
     s.parse::<SocketAddr>().ok()
 }
 
-/// EXPOSEd and published container ports (SRV records).
-fn container_ports(rec: &ContainerRecord) -> Vec<(u16, Proto)> {
+/// EXPOSEd, published and `--service-port` container ports (SRV records).
+pub(crate) fn container_ports(
+    rec: &ContainerRecord,
+    svc: &crate::services::ServiceLabels,
+) -> Vec<(u16, Proto)> {
     let mut out: Vec<(u16, Proto)> = Vec::new();
     let exposed = rec
         .config
@@ -151,17 +168,27 @@ fn container_ports(rec: &ContainerRecord) -> Vec<(u16, Proto)> {
             out.push((port, proto));
         }
     }
+    for p in &svc.ports {
+        if !out.contains(p) {
+            out.push(*p);
+        }
+    }
     out
 }
 
 /// The record table: every live container's endpoint on every served
-/// network. `endpoints` maps container ID -> its endpoints (network store).
+/// network, and the configured CNAMEs. `endpoints` maps container ID -> its
+/// endpoints (network store).
 pub fn build_table(
     containers: &[ContainerRecord],
     endpoints: &HashMap<String, Vec<NetEndpoint>>,
     served: &[String],
+    cnames: Vec<Cname>,
 ) -> Table {
-    let mut table = Table::default();
+    let mut table = Table {
+        cnames,
+        ..Default::default()
+    };
     let mut containers: Vec<&ContainerRecord> = containers
         .iter()
         .filter(|c| c.state.status.is_live())
@@ -171,13 +198,15 @@ pub fn build_table(
         let Some(eps) = endpoints.get(&c.id) else {
             continue;
         };
-        let healthy = c
-            .state
-            .health
-            .as_ref()
-            .is_none_or(|h| h.status != HealthStatus::Unhealthy);
+        let healthy = crate::services::in_answers(c);
         let hostname = c.config.hostname.clone().filter(|h| !h.is_empty());
-        let ports = container_ports(c);
+        let svc = crate::services::services_of(c);
+        let weighted: Vec<(String, u16)> = svc
+            .services
+            .iter()
+            .map(|s| (s.clone(), svc.weight))
+            .collect();
+        let ports = container_ports(c, &svc);
         let dns = dns_servers(c);
         for e in eps.iter().filter(|e| served.contains(&e.network_id)) {
             let v4 = e.addresses.iter().find_map(|a| match a.addr() {
@@ -193,7 +222,7 @@ pub fn build_table(
                 name: c.name.trim_start_matches('/').to_string(),
                 hostname: hostname.clone(),
                 aliases: e.aliases.clone(),
-                services: Vec::new(),
+                services: weighted.clone(),
                 network_id: e.network_id.clone(),
                 ipv4: v4,
                 ipv6: v6,
@@ -245,11 +274,64 @@ pub fn sync_networks(server: &DnsServer, nets: &BridgeNetworks) -> Vec<String> {
     errs
 }
 
-/// Keeps the DNS server's networks and records in step with the engine.
+/// A configured CNAME (the daemon config's `dns.cnames`): `name` answers
+/// as an alias of `target`, in the network named `network` or in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CnameConfig {
+    pub name: String,
+    pub target: String,
+    /// A network name (or ID); `None`: every served network.
+    pub network: Option<String>,
+}
+
+/// The configured CNAMEs for the table: networks named by the config are
+/// mapped to the served networks' IDs (names can be reused by a new
+/// network, so this is redone at every rebuild). Returns the CNAMEs and
+/// the networks that are not served (their CNAMEs are skipped).
+pub fn resolve_cnames(cfg: &[CnameConfig], served: &[NetworkDns]) -> (Vec<Cname>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut unknown: Vec<String> = Vec::new();
+    for c in cfg {
+        let network_id = match &c.network {
+            None => None,
+            Some(key) => match served.iter().find(|n| n.name == *key || n.id == *key) {
+                Some(n) => Some(n.id.clone()),
+                None => {
+                    if !unknown.contains(key) {
+                        unknown.push(key.clone());
+                    }
+                    continue;
+                }
+            },
+        };
+        out.push(Cname {
+            network_id,
+            name: c.name.clone(),
+            target: c.target.clone(),
+        });
+    }
+    (out, unknown)
+}
+
+/// What the table and the service views are computed from.
+struct Snapshot {
+    containers: Vec<ContainerRecord>,
+    /// Container ID -> its endpoints on served networks.
+    endpoints: HashMap<String, Vec<NetEndpoint>>,
+    served: Vec<NetworkDns>,
+}
+
+/// Keeps the DNS server's networks and records in step with the engine,
+/// and serves the services and dns-trace routes from the same data.
 pub struct DnsService {
     engine: Arc<Engine>,
     nets: Arc<BridgeNetworks>,
     server: Arc<DnsServer>,
+    zone_suffix: String,
+    cnames: Vec<CnameConfig>,
+    /// CNAME networks already reported missing: warned once, not at
+    /// every rebuild.
+    warned: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Container events that change what the DNS answers.
@@ -270,12 +352,28 @@ fn relevant(e: &EventMessage) -> bool {
 }
 
 impl DnsService {
+    /// A service with the default zone suffix and no configured CNAMEs.
     pub fn new(engine: Arc<Engine>, nets: Arc<BridgeNetworks>, server: Arc<DnsServer>) -> Self {
         DnsService {
             engine,
             nets,
             server,
+            zone_suffix: shibafu_dns::DEFAULT_ZONE_SUFFIX.to_string(),
+            cnames: Vec::new(),
+            warned: Default::default(),
         }
+    }
+
+    /// The zone suffix the server was configured with (for service FQDNs).
+    pub fn with_zone_suffix(mut self, suffix: &str) -> Self {
+        self.zone_suffix = suffix.trim_matches('.').to_string();
+        self
+    }
+
+    /// The configured CNAMEs (daemon config `dns.cnames`).
+    pub fn with_cnames(mut self, cnames: Vec<CnameConfig>) -> Self {
+        self.cnames = cnames;
+        self
     }
 
     /// [`sync_networks`] for this service's server.
@@ -283,22 +381,42 @@ impl DnsService {
         sync_networks(&self.server, &self.nets)
     }
 
-    /// Rebuild the record table from the engine and the network store.
-    pub fn rebuild(&self) {
-        let served: Vec<String> = self.server.networks().into_iter().map(|n| n.id).collect();
+    /// Reads the engine and the network store (blocking: redb).
+    fn snapshot(&self) -> Snapshot {
+        let served = self.server.networks();
         let containers = self.engine.containers();
         let mut endpoints: HashMap<String, Vec<NetEndpoint>> = HashMap::new();
-        for id in &served {
-            match self.nets.network_endpoints(id) {
+        for n in &served {
+            match self.nets.network_endpoints(&n.id) {
                 Ok(eps) => {
                     for (cid, e) in eps {
                         endpoints.entry(cid).or_default().push(e);
                     }
                 }
-                Err(e) => tracing::warn!(network = %id, error = %e, "DNS: reading endpoints"),
+                Err(e) => tracing::warn!(network = %n.id, error = %e, "DNS: reading endpoints"),
             }
         }
-        let table = build_table(&containers, &endpoints, &served);
+        Snapshot {
+            containers,
+            endpoints,
+            served,
+        }
+    }
+
+    /// Rebuild the record table from the engine and the network store.
+    pub fn rebuild(&self) {
+        let snap = self.snapshot();
+        let (cnames, unknown) = resolve_cnames(&self.cnames, &snap.served);
+        {
+            let mut warned = self.warned.lock();
+            for n in unknown {
+                if warned.insert(n.clone()) {
+                    tracing::warn!(network = %n, "DNS: configured CNAMEs of a network that has no DNS (unknown or not user-defined) are skipped");
+                }
+            }
+        }
+        let ids: Vec<String> = snap.served.iter().map(|n| n.id.clone()).collect();
+        let table = build_table(&snap.containers, &snap.endpoints, &ids, cnames);
         for e in self.server.set_table(table) {
             tracing::warn!(error = %e, "DNS: record skipped");
         }
@@ -350,35 +468,148 @@ impl DnsService {
             tracing::warn!(error = %e, "DNS table rebuild task");
         }
     }
+
+    fn views(&self) -> Vec<ServiceView> {
+        let snap = self.snapshot();
+        crate::services::service_views(
+            &snap.containers,
+            &snap.endpoints,
+            &snap.served,
+            &self.zone_suffix,
+        )
+    }
+
+    /// Who a trace asks as (see [`shibafu_api::DnsTraceQuery`]).
+    fn trace_requester(&self, q: &DnsTraceQuery) -> ApiResult<Requester> {
+        let served = self.server.networks();
+        let no_dns = |name: &str| {
+            ApiError::InvalidArgument(format!(
+                "network {name} has no embedded DNS (only user-defined bridge networks do)"
+            ))
+        };
+        match (&q.from, &q.network) {
+            (Some(_), Some(_)) => Err(ApiError::InvalidArgument(
+                "give either a container (from) or a network, not both".into(),
+            )),
+            (Some(key), None) => {
+                let rec = self.engine.container(key)?;
+                let eps = self
+                    .nets
+                    .endpoints(&rec.id)
+                    .map_err(crate::netsvc::api_error)?;
+                let on_served = |e: &&NetEndpoint| served.iter().any(|n| n.id == e.network_id);
+                let v4 = |e: &NetEndpoint| {
+                    e.addresses.iter().find_map(|a| match a.addr() {
+                        IpAddr::V4(v) => Some(IpAddr::V4(v)),
+                        IpAddr::V6(_) => None,
+                    })
+                };
+                // Its networks in their order (the first is eth0).
+                let ordered = rec
+                    .networks
+                    .iter()
+                    .filter_map(|a| eps.endpoints.iter().find(|e| e.network_id == a.network_id))
+                    .chain(eps.endpoints.iter());
+                match ordered.filter(on_served).find_map(v4) {
+                    Some(ip) => Ok(Requester::Address(ip)),
+                    None => Err(ApiError::InvalidArgument(format!(
+                        "container {} is not on a network with embedded DNS{}",
+                        rec.name.trim_start_matches('/'),
+                        if rec.state.status.is_live() {
+                            ""
+                        } else {
+                            " (it is not running)"
+                        }
+                    ))),
+                }
+            }
+            (None, Some(key)) => {
+                if matches!(key.as_str(), "host" | "none") {
+                    return Err(no_dns(key));
+                }
+                let n = self.nets.network(key).map_err(crate::netsvc::api_error)?;
+                if !served.iter().any(|s| s.id == n.id) {
+                    return Err(no_dns(&n.name));
+                }
+                Ok(Requester::Network(n.id))
+            }
+            (None, None) => served
+                .iter()
+                .min_by(|a, b| a.name.cmp(&b.name))
+                .map(|n| Requester::Network(n.id.clone()))
+                .ok_or_else(|| {
+                    ApiError::InvalidArgument(
+                        "no network has embedded DNS: create a user-defined network first".into(),
+                    )
+                }),
+        }
+    }
 }
 
-// TRANSIENT (lead): replaced by helper "dnsengine" with the real implementation.
 #[async_trait::async_trait]
 impl shibafu_api::DnsBackend for DnsService {
-    async fn service_list(
-        &self,
-        _n: Option<String>,
-    ) -> shibafu_api::ApiResult<Vec<shibafu_api::ServiceView>> {
-        Err(shibafu_api::ApiError::Internal("services: not wired yet".into()))
+    async fn service_list(&self, network: Option<String>) -> ApiResult<Vec<ServiceView>> {
+        let only = match network.as_deref() {
+            None => None,
+            Some(key @ ("host" | "none")) => {
+                return Err(ApiError::NotFound(format!("network {key} has no services")))
+            }
+            Some(key) => Some(self.nets.network(key).map_err(crate::netsvc::api_error)?.id),
+        };
+        let mut v = self.views();
+        if let Some(id) = only {
+            v.retain(|s| s.network_id == id);
+        }
+        Ok(v)
     }
-    async fn service_inspect(
-        &self,
-        _name: &str,
-    ) -> shibafu_api::ApiResult<Vec<shibafu_api::ServiceView>> {
-        Err(shibafu_api::ApiError::Internal("services: not wired yet".into()))
+
+    async fn service_inspect(&self, name: &str) -> ApiResult<Vec<ServiceView>> {
+        let want = name.trim_end_matches('.').to_ascii_lowercase();
+        let v: Vec<ServiceView> = self
+            .views()
+            .into_iter()
+            .filter(|s| s.name == want)
+            .collect();
+        if v.is_empty() {
+            return Err(ApiError::NotFound(format!("No such service: {name}")));
+        }
+        Ok(v)
     }
-    async fn dns_trace(
-        &self,
-        _q: shibafu_api::DnsTraceQuery,
-    ) -> shibafu_api::ApiResult<serde_json::Value> {
-        Err(shibafu_api::ApiError::Internal("dns-trace: not wired yet".into()))
+
+    async fn dns_trace(&self, q: DnsTraceQuery) -> ApiResult<serde_json::Value> {
+        if q.name.trim().is_empty() {
+            return Err(ApiError::InvalidArgument(
+                "no name to look up (name)".into(),
+            ));
+        }
+        let qtype = q
+            .qtype
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .unwrap_or("A")
+            .to_ascii_uppercase();
+        let from = self.trace_requester(&q)?;
+        let report = self
+            .server
+            .dns_trace(q.name.trim(), &qtype, from)
+            .await
+            .map_err(|e| match e {
+                shibafu_dns::DnsError::UnsupportedType(_)
+                | shibafu_dns::DnsError::InvalidName { .. } => {
+                    ApiError::InvalidArgument(e.to_string())
+                }
+                shibafu_dns::DnsError::NotServed(_) => ApiError::NotFound(e.to_string()),
+                _ => ApiError::Internal(e.to_string()),
+            })?;
+        serde_json::to_value(report).map_err(|e| ApiError::Internal(format!("trace report: {e}")))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{HealthState, NetMode, Status};
+    use crate::model::{HealthState, HealthStatus, NetMode, Status};
     use shibafu_net::ipam::SubnetConfig;
 
     fn net(name: &str, gw: &str, default: bool) -> NetworkRecord {
@@ -419,10 +650,10 @@ mod tests {
                 "10.2.0.1".parse().unwrap()
             ]
         );
-        assert_eq!(r.search, vec!["web.local", "db.local"]);
+        assert_eq!(r.search, vec!["web.local"]);
         assert_eq!(
             embedded_resolv_conf(&r, &[], &[]),
-            "nameserver 10.1.0.1\nnameserver 10.2.0.1\nsearch web.local db.local\noptions ndots:0\n"
+            "nameserver 10.1.0.1\nnameserver 10.2.0.1\nsearch web.local\noptions ndots:0\n"
         );
         assert_eq!(
             embedded_resolv_conf(&r, &["corp.example".into()], &["ndots:2".into(), "rotate".into()]),
@@ -430,7 +661,7 @@ mod tests {
         );
         assert_eq!(
             embedded_resolv_conf(&r, &[], &["timeout:1".into()]),
-            "nameserver 10.1.0.1\nnameserver 10.2.0.1\nsearch web.local db.local\noptions ndots:0 timeout:1\n"
+            "nameserver 10.1.0.1\nnameserver 10.2.0.1\nsearch web.local\noptions ndots:0 timeout:1\n"
         );
     }
 
@@ -487,7 +718,7 @@ mod tests {
             ("c2".to_string(), vec![ep("web", "10.1.0.3", &[])]),
             ("c3".to_string(), vec![ep("web", "10.1.0.4", &[])]),
         ]);
-        let t = build_table(&cs, &eps, &["id-web".to_string()]);
+        let t = build_table(&cs, &eps, &["id-web".to_string()], vec![]);
         assert_eq!(t.endpoints.len(), 2);
         let e = &t.endpoints[0];
         assert_eq!(e.name, "web1");
@@ -500,6 +731,116 @@ mod tests {
         assert!(e.healthy);
         assert_eq!(t.endpoints[1].name, "sick");
         assert!(!t.endpoints[1].healthy);
+    }
+
+    #[test]
+    fn table_carries_services_ports_health_and_cnames() {
+        use shibafu_api::labels;
+        let mut a = ctr("a", "a1", Status::Running);
+        a.config.labels = Some(HashMap::from([
+            (labels::SERVICE.to_string(), "api,Web".to_string()),
+            (labels::SERVICE_WEIGHT.to_string(), "3".to_string()),
+            (labels::SERVICE_PORTS.to_string(), "9000/udp,80".to_string()),
+        ]));
+        let mut starting = ctr("b", "b1", Status::Running);
+        starting.state.health = Some(HealthState::default());
+        let mut healthy = ctr("c", "c1", Status::Running);
+        healthy.state.health = Some(HealthState {
+            status: HealthStatus::Healthy,
+            ..Default::default()
+        });
+        let eps = HashMap::from([
+            ("a".to_string(), vec![ep("web", "10.1.0.2", &[])]),
+            ("b".to_string(), vec![ep("web", "10.1.0.3", &[])]),
+            ("c".to_string(), vec![ep("web", "10.1.0.4", &[])]),
+        ]);
+        let cnames = vec![Cname {
+            network_id: Some("id-web".into()),
+            name: "db".into(),
+            target: "a1".into(),
+        }];
+        let t = build_table(
+            &[a, starting, healthy],
+            &eps,
+            &["id-web".to_string()],
+            cnames.clone(),
+        );
+        assert_eq!(t.cnames, cnames);
+        let e = &t.endpoints[0];
+        assert_eq!(
+            e.services,
+            vec![("api".to_string(), 3), ("web".to_string(), 3)]
+        );
+        assert_eq!(e.ports, vec![(80, Proto::Tcp), (9000, Proto::Udp)]);
+        assert!(e.healthy);
+        assert!(
+            t.endpoints[1].healthy,
+            "starting: in answers until a check fails"
+        );
+        assert!(t.endpoints[1].services.is_empty());
+        assert!(t.endpoints[2].healthy);
+    }
+
+    #[test]
+    fn cnames_map_network_names_to_served_ids() {
+        let served = vec![network_dns(&net("backend", "10.5.0.1", false))];
+        let cfg = vec![
+            CnameConfig {
+                name: "db".into(),
+                target: "postgres".into(),
+                network: Some("backend".into()),
+            },
+            CnameConfig {
+                name: "www".into(),
+                target: "web".into(),
+                network: None,
+            },
+            CnameConfig {
+                name: "x".into(),
+                target: "y".into(),
+                network: Some("gone".into()),
+            },
+        ];
+        let (c, unknown) = resolve_cnames(&cfg, &served);
+        assert_eq!(
+            c,
+            vec![
+                Cname {
+                    network_id: Some("id-backend".into()),
+                    name: "db".into(),
+                    target: "postgres".into()
+                },
+                Cname {
+                    network_id: None,
+                    name: "www".into(),
+                    target: "web".into()
+                },
+            ]
+        );
+        assert_eq!(unknown, vec!["gone"]);
+    }
+
+    #[test]
+    fn network_forwarders_come_from_its_option() {
+        let mut n = net("ext", "10.6.0.1", false);
+        assert!(network_dns(&n).forwarders.is_empty());
+        n.options.insert(
+            shibafu_api::labels::NETWORK_DNS.into(),
+            "127.0.0.9,127.0.0.10:5353".into(),
+        );
+        assert_eq!(
+            network_dns(&n).forwarders,
+            vec![
+                "127.0.0.9:53".parse::<SocketAddr>().unwrap(),
+                "127.0.0.10:5353".parse().unwrap()
+            ]
+        );
+        n.options
+            .insert(shibafu_api::labels::NETWORK_DNS.into(), "bogus".into());
+        assert!(
+            network_dns(&n).forwarders.is_empty(),
+            "bad value: ignored, not fatal"
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod netsvc;
 pub mod network;
 pub mod ports;
 mod recovery;
+pub mod services;
 pub mod signals;
 pub mod spec;
 mod stats;

@@ -393,6 +393,20 @@ impl NetworkBackend for NetworkService {
                 subnets.push(r);
             }
         }
+        if let Some(v) = req
+            .options
+            .as_ref()
+            .and_then(|o| o.get(shibafu_api::labels::NETWORK_DNS))
+        {
+            crate::services::parse_network_dns(v)
+                .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+            if req.internal.unwrap_or(false) {
+                return Err(ApiError::InvalidArgument(format!(
+                    "invalid --dns {v:?} (network option {}): an internal network never forwards names",
+                    shibafu_api::labels::NETWORK_DNS
+                )));
+            }
+        }
         let create = CreateNetwork {
             name: req.name.clone(),
             driver: req.driver.clone(),
@@ -507,6 +521,11 @@ impl NetworkBackend for NetworkService {
             }
             return Err(e.into());
         }
+        if running {
+            if let Err(e) = self.engine.refresh_resolver_files(&new) {
+                tracing::warn!(container = %rec.id, error = %e, "rewriting /etc/hosts and resolv.conf");
+            }
+        }
         self.event("connect", &n.id, &n.name, &[("container", &rec.id)]);
         Ok(())
     }
@@ -551,6 +570,11 @@ impl NetworkBackend for NetworkService {
         };
         let new = c.update(|r| r.networks.retain(|a| a.network_id != n.id));
         self.engine.persist(&new)?;
+        if rec.state.status.is_live() && rec.state.pid > 0 {
+            if let Err(e) = self.engine.refresh_resolver_files(&new) {
+                tracing::warn!(container = %rec.id, error = %e, "rewriting /etc/hosts and resolv.conf");
+            }
+        }
         self.event("disconnect", &n.id, &n.name, &[("container", &rec.id)]);
         res.map_err(api_error)
     }

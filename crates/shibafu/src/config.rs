@@ -48,6 +48,58 @@ pub struct DnsSection {
     pub upstreams: Option<Vec<String>>,
     /// Zone suffix: network `web` answers `NAME.web.<suffix>` ("local").
     pub zone_suffix: Option<String>,
+    /// Conditional forwarding: names under `domain` go only to `servers`.
+    pub conditional: Vec<ConditionalEntry>,
+    /// Configured CNAMEs: `name` answers as `target` (in `network`, or in
+    /// every user-defined network).
+    pub cnames: Vec<CnameEntry>,
+}
+
+/// One `dns.conditional` entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionalEntry {
+    pub domain: String,
+    /// `ip` or `ip:port` (53 by default).
+    pub servers: Vec<String>,
+}
+
+/// One `dns.cnames` entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CnameEntry {
+    /// Relative to the network's zone, or absolute when it has a dot.
+    pub name: String,
+    pub target: String,
+    /// A network name; unset = every user-defined network.
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+/// A domain name as DNS carries it (labels of letters, digits, `-`, `_`;
+/// 63 bytes a label, 253 in all), lower case, without the final dot.
+fn domain_name(s: &str) -> Result<String, String> {
+    let d = s.trim().trim_end_matches('.');
+    if d.is_empty() {
+        return Err("empty name".into());
+    }
+    if d.len() > 253 {
+        return Err("longer than 253 characters".into());
+    }
+    for l in d.split('.') {
+        if l.is_empty() || l.len() > 63 {
+            return Err("each dot-separated label must have 1 to 63 characters".into());
+        }
+        if !l
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "label {l:?} may contain only letters, digits, '-' and '_'"
+            ));
+        }
+    }
+    Ok(d.to_ascii_lowercase())
 }
 
 impl DnsSection {
@@ -66,6 +118,77 @@ impl DnsSection {
                 .collect(),
             None => Ok(resolv_conf_nameservers(host_resolv_conf)),
         }
+    }
+
+    /// `dns.conditional` for the DNS server: each domain once, at least
+    /// one server each.
+    pub fn conditional_forwarders(
+        &self,
+    ) -> Result<Vec<shibafu_dns::ConditionalForwarder>, ConfigError> {
+        let mut out: Vec<shibafu_dns::ConditionalForwarder> = Vec::new();
+        for c in &self.conditional {
+            let bad = |why: String| ConfigError::Value {
+                key: "dns.conditional",
+                value: c.domain.clone(),
+                why,
+            };
+            let domain = domain_name(&c.domain).map_err(|w| bad(format!("invalid domain: {w}")))?;
+            if out.iter().any(|o| o.domain == domain) {
+                return Err(bad("the domain is listed twice".into()));
+            }
+            if c.servers.is_empty() {
+                return Err(bad("no servers: want at least one IP[:PORT]".into()));
+            }
+            let servers = c
+                .servers
+                .iter()
+                .map(|s| {
+                    shibafu_engine::dns::parse_server(s)
+                        .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "server {s:?}: want an IP address with an optional :port"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(shibafu_dns::ConditionalForwarder { domain, servers });
+        }
+        Ok(out)
+    }
+
+    /// `dns.cnames` for the DNS service (networks are mapped to IDs at
+    /// every table rebuild; an unknown one is warned about then).
+    pub fn cname_configs(&self) -> Result<Vec<shibafu_engine::dns::CnameConfig>, ConfigError> {
+        let mut out: Vec<shibafu_engine::dns::CnameConfig> = Vec::new();
+        for c in &self.cnames {
+            let bad = |why: String| ConfigError::Value {
+                key: "dns.cnames",
+                value: format!("{} -> {}", c.name, c.target),
+                why,
+            };
+            let name = domain_name(&c.name).map_err(|w| bad(format!("invalid name: {w}")))?;
+            let target = domain_name(&c.target).map_err(|w| bad(format!("invalid target: {w}")))?;
+            if name == target {
+                return Err(bad("a name cannot be an alias of itself".into()));
+            }
+            let network = match c.network.as_deref().map(str::trim) {
+                None => None,
+                Some("") => {
+                    return Err(bad("empty network: leave it out for every network".into()))
+                }
+                Some(n) => Some(n.to_string()),
+            };
+            if out.iter().any(|o| o.name == name && o.network == network) {
+                return Err(bad("the name is listed twice for the same network".into()));
+            }
+            out.push(shibafu_engine::dns::CnameConfig {
+                name,
+                target,
+                network,
+            });
+        }
+        Ok(out)
     }
 
     pub fn zone_suffix(&self) -> Result<String, ConfigError> {
@@ -352,6 +475,8 @@ impl Config {
         self.network.bridge_config(PathBuf::from("/"))?;
         self.dns.upstream_addrs("")?;
         self.dns.zone_suffix()?;
+        self.dns.conditional_forwarders()?;
+        self.dns.cname_configs()?;
         if !matches!(self.logging.format.as_str(), "text" | "json") {
             return Err(ConfigError::Value {
                 key: "logging.format",
@@ -516,6 +641,63 @@ mod tests {
             (k == "SHIBAFU_DNS_UPSTREAMS").then(|| "127.0.0.7, 127.0.0.8:53".to_string())
         });
         assert_eq!(c.dns.upstream_addrs("").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn dns_conditional_and_cnames() {
+        let c = Config::parse(
+            "dns:\n  conditional:\n    - domain: Corp.Example.\n      servers: [\"127.0.0.9\", \"127.0.0.10:5353\"]\n  cnames:\n    - {name: db, target: postgres, network: backend}\n    - {name: www.example.org, target: web}\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.dns.conditional_forwarders().unwrap(),
+            vec![shibafu_dns::ConditionalForwarder {
+                domain: "corp.example".into(),
+                servers: vec![
+                    "127.0.0.9:53".parse().unwrap(),
+                    "127.0.0.10:5353".parse().unwrap()
+                ],
+            }]
+        );
+        assert_eq!(
+            c.dns.cname_configs().unwrap(),
+            vec![
+                shibafu_engine::dns::CnameConfig {
+                    name: "db".into(),
+                    target: "postgres".into(),
+                    network: Some("backend".into()),
+                },
+                shibafu_engine::dns::CnameConfig {
+                    name: "www.example.org".into(),
+                    target: "web".into(),
+                    network: None,
+                },
+            ]
+        );
+        assert!(Config::parse("dns:\n  cnames:\n    - {name: a, target: b, net: x}\n").is_err());
+        assert!(
+            Config::parse("dns:\n  conditional:\n    - {domain: a}\n").is_err(),
+            "servers are required"
+        );
+        for (bad, want) in [
+            ("conditional: [{domain: 'a b', servers: [127.0.0.1]}]", "invalid domain"),
+            ("conditional: [{domain: x.org, servers: []}]", "no servers"),
+            ("conditional: [{domain: x.org, servers: [dns.google]}]", "dns.google"),
+            (
+                "conditional: [{domain: x.org, servers: [127.0.0.1]}, {domain: X.org., servers: [127.0.0.2]}]",
+                "twice",
+            ),
+            ("cnames: [{name: '', target: b}]", "invalid name"),
+            ("cnames: [{name: a, target: 'b..c'}]", "invalid target"),
+            ("cnames: [{name: a, target: A}]", "itself"),
+            ("cnames: [{name: a, target: b, network: ''}]", "empty network"),
+            ("cnames: [{name: a, target: b}, {name: a, target: c}]", "twice"),
+        ] {
+            let c = Config::parse(&format!("dns:\n  {bad}\n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("dns."), "{bad}: {e}");
+        }
     }
 
     #[test]

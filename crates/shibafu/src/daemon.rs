@@ -258,6 +258,7 @@ async fn run(cfg: Config) -> Result<()> {
         shibafu_dns::DnsServer::new(shibafu_dns::DnsConfig {
             host_upstreams: cfg.dns.upstream_addrs(&host_resolv)?,
             zone_suffix: zone_suffix.clone(),
+            conditional: cfg.dns.conditional_forwarders()?,
             ..Default::default()
         })
         .context("cannot start the DNS server")?,
@@ -289,11 +290,11 @@ async fn run(cfg: Config) -> Result<()> {
         Err(e) => tracing::error!(error = %e, "network reconcile failed"),
     }
     let firewall_watch = tokio::spawn(watch_firewall(nets.clone()));
-    let dns_svc = Arc::new(shibafu_engine::DnsService::new(
-        engine.clone(),
-        nets.clone(),
-        dns.clone(),
-    ));
+    let dns_svc = Arc::new(
+        shibafu_engine::DnsService::new(engine.clone(), nets.clone(), dns.clone())
+            .with_zone_suffix(&zone_suffix)
+            .with_cnames(cfg.dns.cname_configs()?),
+    );
     let dns_watch = dns_svc.clone().spawn();
 
     let backends = shibafu_api::Backends {
@@ -341,7 +342,7 @@ async fn watch_firewall(nets: Arc<shibafu_net::bridge::BridgeNetworks>) {
         tick.tick().await;
         let n = nets.clone();
         match tokio::task::spawn_blocking(move || n.ensure_firewall()).await {
-            Ok(Ok(true)) => tracing::warn!("firewall table was missing; rules re-applied"),
+            Ok(Ok(true)) => tracing::warn!("firewall rules were missing; re-applied"),
             Ok(Ok(false)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "checking the firewall"),
             Err(e) => tracing::warn!(error = %e, "firewall check task"),

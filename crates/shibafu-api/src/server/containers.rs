@@ -495,13 +495,19 @@ mod tests {
     #[test]
     fn top_level_mac_moves_to_the_primary_endpoint() {
         let c = migrated(r#"{"Image":"x","MacAddress":"02:42:ac:11:00:09"}"#).unwrap();
-        assert_eq!(endpoint_mac(&c, "default").as_deref(), Some("02:42:ac:11:00:09"));
+        assert_eq!(
+            endpoint_mac(&c, "default").as_deref(),
+            Some("02:42:ac:11:00:09")
+        );
         let c = migrated(
             r#"{"Image":"x","MacAddress":"02:42:ac:11:00:09","HostConfig":{"NetworkMode":"web"},
                 "NetworkingConfig":{"EndpointsConfig":{"web":{"Aliases":["a"]}}}}"#,
         )
         .unwrap();
-        assert_eq!(endpoint_mac(&c, "web").as_deref(), Some("02:42:ac:11:00:09"));
+        assert_eq!(
+            endpoint_mac(&c, "web").as_deref(),
+            Some("02:42:ac:11:00:09")
+        );
         let c = migrated(r#"{"Image":"x"}"#).unwrap();
         assert!(c.networking_config.is_none());
         // The same address twice is fine; a different one is refused.
@@ -514,8 +520,9 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("does not match"), "{e}");
-        let e = migrated(r#"{"MacAddress":"02:42:ac:11:00:09","HostConfig":{"NetworkMode":"host"}}"#)
-            .unwrap_err();
+        let e =
+            migrated(r#"{"MacAddress":"02:42:ac:11:00:09","HostConfig":{"NetworkMode":"host"}}"#)
+                .unwrap_err();
         assert!(e.contains("conflicting options"), "{e}");
     }
 

@@ -10,6 +10,7 @@
 
 mod attach;
 mod containers;
+mod dns;
 mod error;
 mod exec;
 mod images;
@@ -201,6 +202,7 @@ pub fn router(backends: Backends) -> Router {
         )
         .merge(volumes::routes())
         .merge(networks::routes())
+        .merge(dns::routes())
         .fallback(error::page_not_found)
         .method_not_allowed_fallback(error::page_not_found)
         .with_state(backends);

@@ -1523,7 +1523,10 @@ impl DnsBackend for NoDns {
         Err(ApiError::NotFound(format!("No such service: {name}")))
     }
     async fn dns_trace(&self, q: DnsTraceQuery) -> ApiResult<serde_json::Value> {
-        Err(ApiError::NotFound(format!("network {:?} not found", q.network)))
+        Err(ApiError::NotFound(format!(
+            "network {:?} not found",
+            q.network
+        )))
     }
 }
 

@@ -246,6 +246,38 @@ pub fn compact_items(items: &[&[u8]]) -> String {
     out
 }
 
+/// The elements of answers that are each a JSON array, as one array (shibafu's
+/// list-valued inspect routes, e.g. a service's views on every network).
+fn flatten_arrays(answers: &[&[u8]]) -> Vec<J> {
+    let mut out = Vec::new();
+    for raw in answers {
+        let mut i = 0;
+        match parse_j(raw, &mut i) {
+            Some(J::Arr(items)) => out.extend(items),
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+/// [`indent_items`] for answers that are arrays: their elements, indented as
+/// one array.
+pub fn indent_array_items(answers: &[&[u8]]) -> String {
+    let mut j = J::Arr(flatten_arrays(answers));
+    sort_maps(&mut j, None, None);
+    let mut out = String::new();
+    write_j(&j, 0, &mut out);
+    out
+}
+
+/// [`compact_items`] for answers that are arrays.
+pub fn compact_array_items(answers: &[&[u8]]) -> String {
+    let mut out = String::new();
+    write_compact(&J::Arr(flatten_arrays(answers)), &mut out);
+    out
+}
+
 /// [`indent_items`] over a whole JSON document.
 pub fn indent_json(src: &[u8], sort_objects: bool) -> String {
     let mut i = 0;

@@ -2,16 +2,18 @@
 
 use serde_json::Value;
 
-use crate::cli::{Cmd, ContainerCmd, ImageCmd, NetworkCmd, PolicyCmd, VolumeCmd};
+use crate::cli::{Cmd, ContainerCmd, ImageCmd, NetworkCmd, PolicyCmd, ServiceCmd, VolumeCmd};
 use crate::error::{CliError, Result};
 use crate::Ctx;
 
 pub mod container;
 pub mod cp;
+pub mod dns_trace;
 pub mod image;
 pub mod inspect;
 pub mod network;
 pub mod run;
+pub mod service;
 pub mod stats;
 pub mod system;
 pub mod volume;
@@ -118,6 +120,11 @@ pub async fn dispatch(cmd: Cmd, ctx: &Ctx) -> Result<i32> {
                 PolicyCmd::Rm(a) => network::policy_rm(ctx, a).await,
             },
             NetworkCmd::Reload => network::reload(ctx).await,
+            NetworkCmd::DnsTrace(a) => dns_trace::dns_trace(ctx, a).await,
+        },
+        Cmd::Service { cmd } => match cmd {
+            ServiceCmd::Ls(a) => service::ls(ctx, a).await,
+            ServiceCmd::Inspect(a) => service::inspect(ctx, a).await,
         },
         Cmd::Daemon { .. } => Err(CliError::other(
             "the daemon is started by the shibafu binary itself: run `shibafu daemon --help`",

@@ -13,6 +13,7 @@ use crate::cli::{
 };
 use crate::client::query;
 use crate::cmd::{confirm, filters_json, natural_less, s, seg};
+use crate::dnsopts::{labels, network_dns_option};
 use crate::error::{CliError, Result};
 use crate::human::short_id;
 use crate::opts::kv_map;
@@ -131,7 +132,18 @@ pub fn ipam_config(
 pub fn build_create(a: &NetworkCreateArgs) -> Result<Value> {
     let mut subnets = a.subnet.clone();
     subnets.extend(a.subnet_arg.iter().cloned());
+    let dns = network_dns_option(&a.dns)?;
     let config = ipam_config(&subnets, &a.ip_range, &a.gateway).map_err(CliError::other)?;
+    let mut options = kv_map(&a.opt);
+    if let Some(dns) = dns {
+        if options.contains_key(labels::NETWORK_DNS) {
+            return Err(CliError::usage(format!(
+                "conflicting options: --dns and -o {}",
+                labels::NETWORK_DNS
+            )));
+        }
+        options.insert(labels::NETWORK_DNS.to_string(), dns);
+    }
     let mut body = json!({
         "Name": a.name,
         "Driver": a.driver,
@@ -142,7 +154,7 @@ pub fn build_create(a: &NetworkCreateArgs) -> Result<Value> {
         "Ingress": false,
         "ConfigOnly": false,
         "ConfigFrom": null,
-        "Options": kv_map(&a.opt),
+        "Options": options,
         "Labels": kv_map(&a.label),
     });
     if let Some(v4) = a.ipv4 {
@@ -767,6 +779,54 @@ mod tests {
         // comma lists, like pflag's string slices
         let b = create_body(&["--subnet", "10.1.0.0/24,10.2.0.0/24", "n"]).unwrap();
         assert_eq!(b["IPAM"]["Config"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn dns_option() {
+        let b = create_body(&[
+            "--dns",
+            "10.0.0.53",
+            "--dns",
+            "[fd00::53]:5353,127.0.0.9:53",
+            "n",
+        ])
+        .unwrap();
+        assert_eq!(
+            b["Options"],
+            json!({"io.shibafu.network.dns": "10.0.0.53,[fd00::53]:5353,127.0.0.9:53"})
+        );
+        let b = create_body(&[
+            "-o",
+            "com.docker.network.bridge.name=br5",
+            "--dns",
+            "10.0.0.53",
+            "n",
+        ])
+        .unwrap();
+        assert_eq!(
+            b["Options"],
+            json!({"com.docker.network.bridge.name": "br5", "io.shibafu.network.dns": "10.0.0.53"})
+        );
+        // -o alone passes through (the daemon validates it)
+        let b = create_body(&["-o", "io.shibafu.network.dns=10.0.0.1", "n"]).unwrap();
+        assert_eq!(b["Options"], json!({"io.shibafu.network.dns": "10.0.0.1"}));
+        let e = create_body(&["--dns", "10.0.0.1:0", "n"]).unwrap_err();
+        assert!(matches!(e, CliError::Usage(_)));
+        assert!(e.to_string().contains("\"--dns\" flag"), "{e}");
+        let e = create_body(&["--dns", "dns.example", "n"]).unwrap_err();
+        assert!(matches!(e, CliError::Usage(_)));
+        let e = create_body(&[
+            "-o",
+            "io.shibafu.network.dns=10.0.0.1",
+            "--dns",
+            "10.0.0.2",
+            "n",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "conflicting options: --dns and -o io.shibafu.network.dns"
+        );
     }
 
     #[test]
