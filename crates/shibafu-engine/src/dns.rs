@@ -607,7 +607,7 @@ impl shibafu_api::DnsBackend for DnsService {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{HealthState, HealthStatus, NetMode, Status};
     use shibafu_net::ipam::SubnetConfig;
@@ -679,7 +679,8 @@ mod tests {
         c
     }
 
-    fn ep(net: &str, ip: &str, aliases: &[&str]) -> NetEndpoint {
+    /// An endpoint of a container on `net` (shared with services.rs's tests).
+    pub(crate) fn ep(net: &str, ip: &str, aliases: &[&str]) -> NetEndpoint {
         NetEndpoint {
             network_id: format!("id-{net}"),
             network_name: net.into(),

@@ -413,6 +413,7 @@ fn first_addr(e: &NetEndpoint, v6: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::tests::ep;
     use crate::model::{HealthState, Status};
 
     fn l(kv: &[(&str, &str)]) -> HashMap<String, String> {
@@ -553,22 +554,6 @@ mod tests {
         c.state.status = Status::Running;
         c.config.labels = Some(l(kv));
         c
-    }
-
-    fn ep(net: &str, ip: &str, aliases: &[&str]) -> NetEndpoint {
-        NetEndpoint {
-            network_id: format!("id-{net}"),
-            network_name: net.into(),
-            endpoint_id: "e".into(),
-            ifname: "eth0".into(),
-            host_veth: "v".into(),
-            mac: "02:00:00:00:00:01".into(),
-            addresses: vec![format!("{ip}/24").parse().unwrap()],
-            gateways: vec![],
-            aliases: aliases.iter().map(|a| a.to_string()).collect(),
-            static_ips: vec![],
-            is_gateway: true,
-        }
     }
 
     fn served(name: &str) -> NetworkDns {

@@ -591,17 +591,31 @@ pub fn render_policies(
     .map_err(fmt_err)
 }
 
-pub async fn policy_ls(ctx: &Ctx, a: PolicyLsArgs) -> Result<i32> {
-    Format::parse(a.format.as_deref()).map_err(|e| CliError::other(e.to_string()))?;
-    let q = match &a.network {
+/// GET a shibafu list route, optionally `?network=NET`, after checking the
+/// `--format` template (a bad one fails before the daemon is asked).
+pub(crate) async fn get_list_by_network(
+    ctx: &Ctx,
+    path: &str,
+    network: &Option<String>,
+    format: Option<&str>,
+) -> Result<Vec<serde_json::Value>> {
+    Format::parse(format).map_err(|e| CliError::other(e.to_string()))?;
+    let q = match network {
         Some(n) => query(&[("network", n.clone())]),
         None => String::new(),
     };
-    let v = ctx
-        .client
-        .get_json(&format!("/shibafu/networks/policies{q}"))
-        .await?;
-    let list = v.as_array().cloned().unwrap_or_default();
+    let v = ctx.client.get_json(&format!("{path}{q}")).await?;
+    Ok(v.as_array().cloned().unwrap_or_default())
+}
+
+pub async fn policy_ls(ctx: &Ctx, a: PolicyLsArgs) -> Result<i32> {
+    let list = get_list_by_network(
+        ctx,
+        "/shibafu/networks/policies",
+        &a.network,
+        a.format.as_deref(),
+    )
+    .await?;
     ctx.out(&render_policies(
         &list,
         a.quiet,

@@ -6,7 +6,6 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::cli::{ServiceInspectArgs, ServiceLsArgs};
-use crate::client::query;
 use crate::cmd::{natural_less, s, seg};
 use crate::error::{CliError, Result};
 use crate::template::{render_list, Format, Template};
@@ -97,17 +96,13 @@ pub fn render_services(list: &[Value], quiet: bool, format: Option<&str>) -> Res
 }
 
 pub async fn ls(ctx: &Ctx, a: ServiceLsArgs) -> Result<i32> {
-    // A bad template fails before the daemon is asked.
-    Format::parse(a.format.as_deref()).map_err(|e| CliError::other(e.to_string()))?;
-    let q = match &a.network {
-        Some(n) => query(&[("network", n.clone())]),
-        None => String::new(),
-    };
-    let v = ctx
-        .client
-        .get_json(&format!("/shibafu/services{q}"))
-        .await?;
-    let list = v.as_array().cloned().unwrap_or_default();
+    let list = super::network::get_list_by_network(
+        ctx,
+        "/shibafu/services",
+        &a.network,
+        a.format.as_deref(),
+    )
+    .await?;
     ctx.out(&render_services(&list, a.quiet, a.format.as_deref())?);
     Ok(0)
 }
