@@ -1407,18 +1407,11 @@ mod tests {
         fn list(&self, args: &[&str]) -> crate::firewall::Result<Value> {
             if args == ["list", "chains"] {
                 let present = *self.present.lock().unwrap();
-                let chains: Vec<Value> = [
-                    "forward",
-                    "input",
-                    "prerouting",
-                    "output",
-                    "postrouting",
-                    "publish",
-                ]
-                .iter()
-                .filter(|_| present)
-                .map(|n| json!({"chain": {"family": "inet", "table": "shibafu", "name": n}}))
-                .collect();
+                let chains: Vec<Value> = crate::firewall::OUR_CHAINS
+                    .iter()
+                    .filter(|_| present)
+                    .map(|n| json!({"chain": {"family": "inet", "table": "shibafu", "name": n}}))
+                    .collect();
                 return Ok(json!({"nftables": chains}));
             }
             Err(FirewallError::Nft("No such file or directory".into()))

@@ -63,7 +63,7 @@ const FOREIGN_CHAINS: [(&str, &str, &str); 2] = [
     ("INPUT", "input", FOREIGN_INPUT_COMMENT),
 ];
 /// shibafu's chains: the table is whole only when all are there.
-const OUR_CHAINS: [&str; 6] = [
+pub(crate) const OUR_CHAINS: [&str; 6] = [
     "forward",
     "input",
     "prerouting",

@@ -522,6 +522,21 @@ struct NetworkState {
     subnets: Vec<SubnetState>,
 }
 
+impl NetworkState {
+    /// A plan for `subnets` with nothing allocated yet.
+    fn fresh(subnets: &[SubnetConfig]) -> NetworkState {
+        NetworkState {
+            subnets: subnets
+                .iter()
+                .map(|c| SubnetState {
+                    config: c.clone(),
+                    last: None,
+                })
+                .collect(),
+        }
+    }
+}
+
 const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
 /// (network id, container id) -> JSON `Vec<Assignment>`.
 const ALLOCS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("allocations");
@@ -599,15 +614,7 @@ impl Ipam {
             if nets.get(network_id).map_err(store_err)?.is_some() {
                 return Ok(false);
             }
-            let st = NetworkState {
-                subnets: subnets
-                    .iter()
-                    .map(|c| SubnetState {
-                        config: c.clone(),
-                        last: None,
-                    })
-                    .collect(),
-            };
+            let st = NetworkState::fresh(subnets);
             let bytes = serde_json::to_vec(&st).map_err(store_err)?;
             nets.insert(network_id, bytes.as_slice())
                 .map_err(store_err)?;
@@ -683,15 +690,7 @@ impl Ipam {
                 }
             }
             let configs: Vec<SubnetConfig> = configs.into_iter().flatten().collect();
-            let st = NetworkState {
-                subnets: configs
-                    .iter()
-                    .map(|c| SubnetState {
-                        config: c.clone(),
-                        last: None,
-                    })
-                    .collect(),
-            };
+            let st = NetworkState::fresh(&configs);
             let bytes = serde_json::to_vec(&st).map_err(store_err)?;
             nets.insert(network_id, bytes.as_slice())
                 .map_err(store_err)?;

@@ -292,22 +292,23 @@ impl NetworkStore {
     }
 
     pub fn remove_container(&self, id: &str) -> Result<Option<ContainerNet>> {
-        let tx = self.db.begin_write().map_err(err)?;
-        let old = {
-            let mut t = tx.open_table(CONTAINERS).map_err(err)?;
-            let v = t.remove(id).map_err(err)?;
-            v.map(|v| decode(v.value())).transpose()?
-        };
-        tx.commit().map_err(err)?;
-        Ok(old)
+        self.remove_container_with(id, redb::Durability::Immediate)
     }
 
     /// [`Self::remove_container`] for a container that is gone (detach),
     /// not fsynced: after a crash reconcile drops the records of containers
     /// that are not alive anyway, and the next synced commit persists it.
     pub fn remove_container_unsynced(&self, id: &str) -> Result<Option<ContainerNet>> {
+        self.remove_container_with(id, redb::Durability::None)
+    }
+
+    fn remove_container_with(
+        &self,
+        id: &str,
+        durability: redb::Durability,
+    ) -> Result<Option<ContainerNet>> {
         let mut tx = self.db.begin_write().map_err(err)?;
-        tx.set_durability(redb::Durability::None).map_err(err)?;
+        tx.set_durability(durability).map_err(err)?;
         let old = {
             let mut t = tx.open_table(CONTAINERS).map_err(err)?;
             let v = t.remove(id).map_err(err)?;
