@@ -121,10 +121,14 @@ pub(crate) struct Instance {
     pub kind: NameKind,
 }
 
-/// SRV data of one instance.
+/// SRV data of one instance of a name. The ports are kept on the name's
+/// own entry and `_PORT._PROTO.name` is answered at query time, so a
+/// container with 1000 ports costs one shared list per name rather than
+/// 1000 compiled names (the table is recompiled on every change).
 #[derive(Debug)]
 pub(crate) struct SrvTarget {
-    pub port: u16,
+    /// Shared by all names of the endpoint.
+    pub ports: Arc<[(u16, Proto)]>,
     pub weight: u16,
     /// `<container>.<zone>` in wire format.
     pub target: Box<[u8]>,
@@ -141,6 +145,7 @@ pub(crate) struct NameEntry {
     /// one long when there is nothing to rotate.
     pub schedule: Vec<u16>,
     pub next: AtomicUsize,
+    /// What `_PORT._PROTO.<this name>` answers (see [`SrvTarget`]).
     pub srv: Vec<SrvTarget>,
     pub cname: Option<Box<[u8]>>,
 }
@@ -325,6 +330,7 @@ pub(crate) fn compile(table: &Table, served: &[(NetworkDns, Vec<u8>)]) -> (State
                 }
             }
         }
+        let ports: Arc<[(u16, Proto)]> = ep.ports.as_slice().into();
         let mut names: Vec<(&str, NameKind, u16)> =
             vec![(ep.name.as_str(), NameKind::Container, 1)];
         if let Some(h) = &ep.hostname {
@@ -367,31 +373,15 @@ pub(crate) fn compile(table: &Table, served: &[(NetworkDns, Vec<u8>)]) -> (State
                         kind,
                     });
                 }
-            }
-            for (port, proto) in &ep.ports {
-                let srv_rel = format!("_{port}._{}.{name}", proto.as_str());
-                let Ok(srel) = wire::name_from_str(&srv_rel) else {
-                    continue;
-                };
-                let Some(sfull) = wire::join_names(&srel, &net.zone) else {
-                    continue;
-                };
-                for key in [srel, sfull] {
-                    let e = b.entry(key).or_default();
-                    if !e
-                        .srv
-                        .iter()
-                        .any(|s| s.container == container && s.port == *port)
-                    {
-                        e.srv.push(SrvTarget {
-                            port: *port,
-                            weight: if kind == NameKind::Service { weight } else { 0 },
-                            target: target.clone(),
-                            v4: ep.ipv4,
-                            v6: ep.ipv6,
-                            container: container.clone(),
-                        });
-                    }
+                if !ports.is_empty() && !e.srv.iter().any(|s| s.container == container) {
+                    e.srv.push(SrvTarget {
+                        ports: ports.clone(),
+                        weight: if kind == NameKind::Service { weight } else { 0 },
+                        target: target.clone(),
+                        v4: ep.ipv4,
+                        v6: ep.ipv6,
+                        container: container.clone(),
+                    });
                 }
             }
         }
@@ -448,8 +438,7 @@ pub(crate) fn compile(table: &Table, served: &[(NetworkDns, Vec<u8>)]) -> (State
         for (k, mut e) in b {
             // Deterministic order (the table's order is the daemon's).
             e.instances.sort_by(|a, b| a.container.cmp(&b.container));
-            e.srv
-                .sort_by(|a, b| (&a.container, a.port).cmp(&(&b.container, b.port)));
+            e.srv.sort_by(|a, b| a.container.cmp(&b.container));
             let weights: Vec<u16> = e.instances.iter().map(|i| i.weight).collect();
             names.insert(
                 k.into_boxed_slice(),
@@ -563,6 +552,20 @@ impl State {
             }
         }
         if found.is_empty() {
+            if let Some((port, proto, base)) = split_srv(qname) {
+                if let Some(r) = self.answer_srv(
+                    view,
+                    q,
+                    msg,
+                    ttl,
+                    buf,
+                    trace.as_deref_mut(),
+                    (port, proto),
+                    base,
+                ) {
+                    return r;
+                }
+            }
             // Zone apex or unknown name in a zone we serve.
             for &ni in view {
                 let net = &self.nets[ni as usize];
@@ -600,10 +603,7 @@ impl State {
         }
 
         // A configured CNAME (only when no network has real records).
-        if found
-            .iter()
-            .all(|(_, e)| e.instances.is_empty() && e.srv.is_empty())
-        {
+        if found.iter().all(|(_, e)| e.instances.is_empty()) {
             if let Some((net, e)) = found.iter().find(|(_, e)| e.cname.is_some()) {
                 let target = e.cname.as_deref().expect("checked");
                 let mut w = Writer::reply(buf, q, msg, wire::RCODE_NOERROR, true);
@@ -648,28 +648,6 @@ impl State {
 
         let mut w = Writer::reply(buf, q, msg, wire::RCODE_NOERROR, true);
         match q.qtype {
-            wire::TYPE_SRV => {
-                let mut extra: Vec<(&[u8], Option<Ipv4Addr>, Option<Ipv6Addr>)> = Vec::new();
-                for (_, e) in &found {
-                    for s in &e.srv {
-                        w.srv(Owner::Question, ttl, 0, s.weight, s.port, &s.target);
-                        w.an += 1;
-                        if !extra.iter().any(|x| x.0 == &*s.target) {
-                            extra.push((&s.target, s.v4, s.v6));
-                        }
-                    }
-                }
-                // Additional section: the targets' addresses, saving a round trip.
-                for (name, v4, v6) in extra {
-                    for ip in [v4.map(IpAddr::V4), v6.map(IpAddr::V6)]
-                        .into_iter()
-                        .flatten()
-                    {
-                        w.addr(Owner::Name(name), ip, ttl);
-                        w.ar += 1;
-                    }
-                }
-            }
             wire::TYPE_A | wire::TYPE_AAAA | wire::TYPE_ANY => {
                 for (_, e) in &found {
                     w.an += write_addrs(&mut w, Owner::Question, e, q.qtype, ttl);
@@ -693,13 +671,6 @@ impl State {
                         why: i.kind.as_str(),
                     });
                 }
-                for s in &e.srv {
-                    t.push(Match {
-                        network: net.name.clone(),
-                        container: Some(s.container.clone()),
-                        why: "service port",
-                    });
-                }
             }
         }
         finish(w, q);
@@ -707,6 +678,103 @@ impl State {
             rcode: wire::RCODE_NOERROR,
         }
     }
+
+    /// Answers `_PORT._PROTO.base` from the SRV targets of `base`'s entries
+    /// in the view; `None` when no instance has that port (the caller then
+    /// answers as for any unknown name).
+    #[allow(clippy::too_many_arguments)]
+    fn answer_srv(
+        &self,
+        view: &[u16],
+        q: &wire::Query,
+        msg: &[u8],
+        ttl: u32,
+        buf: &mut Vec<u8>,
+        trace: Option<&mut Vec<Match>>,
+        port: (u16, Proto),
+        base: &[u8],
+    ) -> Option<Local> {
+        let mut hits: SmallVec<[(&NetState, &SrvTarget); 8]> = SmallVec::new();
+        for &ni in view {
+            let net = &self.nets[ni as usize];
+            if let Some(e) = net.names.get(base) {
+                hits.extend(
+                    e.srv
+                        .iter()
+                        .filter(|s| s.ports.contains(&port))
+                        .map(|s| (net, s)),
+                );
+            }
+        }
+        let (first_net, _) = *hits.first()?;
+        let mut w = Writer::reply(buf, q, msg, wire::RCODE_NOERROR, true);
+        if matches!(q.qtype, wire::TYPE_SRV | wire::TYPE_ANY) {
+            let mut extra: SmallVec<[&SrvTarget; 8]> = SmallVec::new();
+            for (_, s) in &hits {
+                w.srv(Owner::Question, ttl, 0, s.weight, port.0, &s.target);
+                w.an += 1;
+                if !extra.iter().any(|x| x.target == s.target) {
+                    extra.push(s);
+                }
+            }
+            // Additional section: the targets' addresses, saving a round trip.
+            for s in extra {
+                for ip in [s.v4.map(IpAddr::V4), s.v6.map(IpAddr::V6)]
+                    .into_iter()
+                    .flatten()
+                {
+                    w.addr(Owner::Name(&s.target), ip, ttl);
+                    w.ar += 1;
+                }
+            }
+        } else {
+            // The name exists, with no record of this type: NODATA.
+            w.soa(&first_net.zone, ttl);
+            w.ns += 1;
+        }
+        if let Some(t) = trace {
+            t.extend(hits.iter().map(|(net, s)| Match {
+                network: net.name.clone(),
+                container: Some(s.container.clone()),
+                why: "service port",
+            }));
+        }
+        finish(w, q);
+        Some(Local::Answered {
+            rcode: wire::RCODE_NOERROR,
+        })
+    }
+}
+
+/// Splits `_PORT._PROTO.rest` (wire format, lower-case) into its port,
+/// protocol and the name below them; `None` for any other name.
+pub(crate) fn split_srv(qname: &[u8]) -> Option<(u16, Proto, &[u8])> {
+    let l1 = *qname.first()? as usize;
+    let label1 = qname.get(1..1 + l1)?;
+    let after1 = qname.get(1 + l1..)?;
+    let l2 = *after1.first()? as usize;
+    let label2 = after1.get(1..1 + l2)?;
+    let rest = after1.get(1 + l2..)?;
+    let digits = label1.strip_prefix(b"_")?;
+    // Ports are written without leading zeros, as the records were named.
+    if digits.is_empty() || digits.len() > 5 || digits[0] == b'0' {
+        return None;
+    }
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let port: u16 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let proto = match label2 {
+        b"_tcp" => Proto::Tcp,
+        b"_udp" => Proto::Udp,
+        b"_sctp" => Proto::Sctp,
+        _ => return None,
+    };
+    // A base name is needed: `_80._tcp.` alone is no service.
+    if rest.len() < 2 {
+        return None;
+    }
+    Some((port, proto, rest))
 }
 
 /// Writes the A and/or AAAA records of `e`, rotated. Returns how many.
@@ -884,6 +952,75 @@ mod tests {
             .map(|_| ask(&st, gw, gw, "api", wire::TYPE_A).1[0].clone())
             .collect();
         assert_eq!(firsts.iter().filter(|f| *f == "10.1.0.2").count(), 4);
+    }
+
+    #[test]
+    fn srv_of_many_ports_is_answered_from_one_entry_per_name() {
+        let mut a = ep("a", "n1", "10.1.0.2");
+        a.ports = (1000..2000).map(|p| (p, Proto::Tcp)).collect();
+        a.hostname = Some("ha".into());
+        let t = Table {
+            endpoints: vec![a],
+            cnames: vec![],
+        };
+        let (st, _) = compile(&t, &[net("n1", "10.1.0.1")]);
+        // a, a.n1.local, ha, ha.n1.local: no per-port names.
+        assert_eq!(st.nets[0].names.len(), 4);
+        let gw = "10.1.0.1";
+        assert_eq!(
+            ask(&st, gw, gw, "_1999._tcp.ha.n1.local", wire::TYPE_SRV).1,
+            vec!["0 0 1999 a.n1.local."]
+        );
+        // The SRV name exists: other types get NODATA, not NXDOMAIN.
+        let (r, data) = ask(&st, gw, gw, "_1500._tcp.a.n1.local", wire::TYPE_A);
+        assert_eq!(
+            r,
+            Local::Answered {
+                rcode: wire::RCODE_NOERROR
+            }
+        );
+        assert!(data.is_empty());
+        // A port or protocol not published: no such name.
+        for name in ["_2000._tcp.a.n1.local", "_1500._udp.a.n1.local"] {
+            assert_eq!(
+                ask(&st, gw, gw, name, wire::TYPE_SRV).0,
+                Local::Answered {
+                    rcode: wire::RCODE_NXDOMAIN
+                },
+                "{name}"
+            );
+        }
+        // The base name itself has no SRV records.
+        let (r, data) = ask(&st, gw, gw, "a.n1.local", wire::TYPE_SRV);
+        assert_eq!(
+            r,
+            Local::Answered {
+                rcode: wire::RCODE_NOERROR
+            }
+        );
+        assert!(data.is_empty());
+    }
+
+    #[test]
+    fn split_srv_takes_only_port_and_protocol_labels() {
+        let n = |s: &str| wire::name_from_str(s).unwrap();
+        let name = n("_80._tcp.web.n1.local");
+        let (port, proto, rest) = split_srv(&name).unwrap();
+        assert_eq!((port, proto), (80, Proto::Tcp));
+        assert_eq!(rest, n("web.n1.local").as_slice());
+        assert_eq!(split_srv(&n("_53._sctp.x")).unwrap().1, Proto::Sctp);
+        for bad in [
+            "web.n1.local",
+            "_80.web",
+            "_80._http.web",
+            "_080._tcp.web",
+            "_70000._tcp.web",
+            "_8x._tcp.web",
+            "__._tcp.web",
+            "_80._tcp",
+        ] {
+            assert!(split_srv(&n(bad)).is_none(), "{bad}");
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ use crate::netlink::{
     HOST_VETH_PREFIX,
 };
 use crate::ports::{PortAllocator, PortError, PortProbe, PortRequest, PublishedPort, SocketProbe};
+use crate::socklb::SockLb;
 use crate::store::{
     new_id, validate_name, ContainerNet, Endpoint, NetworkRecord, NetworkStore, PolicyRecord,
     PolicyRule, StoreError, OPT_BRIDGE_NAME, OPT_DEFAULT_BRIDGE, OPT_MTU,
@@ -133,6 +134,10 @@ pub struct BridgeConfig {
     pub firewall: FirewallConfig,
     /// `/proc/sys`, or a directory in tests.
     pub sysctl_root: PathBuf,
+    /// Translate host-local connects to published ports at connect time
+    /// ([`crate::socklb`]); nftables DNAT stays either way. Used by
+    /// [`BridgeNetworks::open_host`].
+    pub socket_lb: bool,
 }
 
 impl BridgeConfig {
@@ -144,6 +149,7 @@ impl BridgeConfig {
             default_network: Some(DefaultNetwork::default()),
             firewall: FirewallConfig::default(),
             sysctl_root: PathBuf::from("/proc/sys"),
+            socket_lb: true,
         }
     }
 }
@@ -239,13 +245,33 @@ pub struct BridgeNetworks<L: LinkOps = Netlink, R: NftRunner = Nft, P: PortProbe
     /// Serialises network create/remove/reconcile (rare, and they check
     /// names and bridges across networks).
     net_lock: tokio::sync::Mutex<()>,
+    /// Socket-level translation of host-local connects, kept equal to the
+    /// published ports wherever the firewall is applied; `None` when off
+    /// or refused by the kernel (DNAT alone then).
+    socklb: Option<SockLb>,
 }
 
 impl BridgeNetworks {
     /// The real thing: rtnetlink in the caller's netns, `nft`, real sockets.
     /// Must be called inside a tokio runtime.
     pub fn open_host(cfg: BridgeConfig) -> Result<Self> {
-        BridgeNetworks::open(cfg, Netlink::new()?, Nft::default(), SocketProbe)
+        let socket_lb = cfg.socket_lb;
+        let mut nets = BridgeNetworks::open(cfg, Netlink::new()?, Nft::default(), SocketProbe)?;
+        if socket_lb {
+            match SockLb::open() {
+                Ok(lb) => {
+                    tracing::info!(
+                        cgroup = %lb.cgroup().display(),
+                        "host-local connects to published ports are translated at connect time (socket-LB)"
+                    );
+                    nets.socklb = Some(lb);
+                }
+                Err(e) => tracing::warn!(
+                    "socket-LB unavailable, published ports use nftables DNAT only: {e}"
+                ),
+            }
+        }
+        Ok(nets)
     }
 }
 
@@ -282,6 +308,7 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
             default_network: cfg.default_network,
             fw_lock: Mutex::new(()),
             net_lock: tokio::sync::Mutex::new(()),
+            socklb: None,
         })
     }
 
@@ -299,6 +326,10 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
     }
     pub fn ports(&self) -> &PortAllocator<P> {
         &self.ports
+    }
+    /// The socket-LB, when it is on.
+    pub fn socket_lb(&self) -> Option<&SockLb> {
+        self.socklb.as_ref()
     }
 
     // ---- queries ----
@@ -398,8 +429,23 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
     fn apply_firewall(&self) -> Result<()> {
         let _g = self.fw_lock.lock().unwrap_or_else(|p| p.into_inner());
         let st = self.desired_state()?;
+        // The socket-LB follows the records even when nft fails: the caller
+        // rolls back and applies again, and an entry left pointing at a
+        // released address would be worse than a missing one.
+        self.sync_socklb(&st);
         self.firewall.apply(&st)?;
         Ok(())
+    }
+
+    /// Make the socket-LB's map equal to `st`'s published ports. A failed
+    /// entry is logged and left to DNAT (the connect is never refused).
+    /// Called under `fw_lock` with the state being applied.
+    fn sync_socklb(&self, st: &DesiredState) {
+        if let Some(lb) = &self.socklb {
+            if let Err(e) = lb.sync(&st.ports) {
+                tracing::warn!("{e} (those ports use nftables DNAT only)");
+            }
+        }
     }
 
     /// Re-apply the whole firewall if its table vanished (`nft flush
@@ -416,7 +462,9 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
             }
             Health::TableMissing => {
                 let _g = self.fw_lock.lock().unwrap_or_else(|p| p.into_inner());
-                self.firewall.reload(&self.desired_state()?)?;
+                let st = self.desired_state()?;
+                self.sync_socklb(&st);
+                self.firewall.reload(&st)?;
                 Ok(true)
             }
         }
@@ -1130,6 +1178,7 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         let _f = self.fw_lock.lock().unwrap_or_else(|p| p.into_inner());
         match self.desired_state() {
             Ok(st) => {
+                self.sync_socklb(&st);
                 if let Err(e) = self.firewall.reload(&st) {
                     errors.push(format!("firewall: {e}"));
                 }
@@ -1243,7 +1292,9 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         // Firewall, in full.
         {
             let _f = self.fw_lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.firewall.reload(&self.desired_state()?)?;
+            let st = self.desired_state()?;
+            self.sync_socklb(&st);
+            self.firewall.reload(&st)?;
         }
         Ok(rep)
     }

@@ -9,9 +9,13 @@
 //!   state, applied as one JSON batch per change.
 //! - [`nftlib`]: libnftables loaded in-process (the `nft` binary is the
 //!   fallback).
+//! - [`nfnl`]: set element updates sent over nfnetlink directly, so a
+//!   change costs the same however many elements the sets hold.
 //! - [`store`]: network records and container endpoints, persisted.
 //! - [`ports`]: `-p`/`-P` parsing, host-port allocation, `ps`/`inspect`
 //!   rendering.
+//! - [`socklb`]: cgroup eBPF programs that translate host-local connects
+//!   to published ports at connect time (no per-packet NAT).
 //! - [`bridge`]: [`bridge::BridgeNetworks`], the orchestration of all of the
 //!   above that the daemon calls.
 
@@ -19,6 +23,8 @@ pub mod bridge;
 pub mod firewall;
 pub mod ipam;
 pub mod netlink;
+pub mod nfnl;
 pub mod nftlib;
 pub mod ports;
+pub mod socklb;
 pub mod store;

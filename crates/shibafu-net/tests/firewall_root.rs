@@ -492,7 +492,11 @@ async fn libnftables_in_process_matches_the_binary() {
         return;
     }
     use shibafu_net::firewall::NftRunner;
-    let lib = Nft::library().expect("libnftables.so.1 loads (Debian: libnftables1)");
+    // JSON deltas too: this test is about libnftables (the fallback of
+    // the nfnetlink deltas, tested in nfnl_root.rs).
+    let lib = Nft::library()
+        .expect("libnftables.so.1 loads (Debian: libnftables1)")
+        .json_only();
     assert_eq!(lib.describe(), "libnftables");
     let bin = Nft::binary_from_path();
     let mut state = DesiredState {

@@ -134,11 +134,21 @@ impl CgroupSys for RealSys {
         let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
         let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
     }
+    /// An emptied cgroup can refuse removal with EBUSY for a moment while
+    /// the kernel finishes detaching its last task: retried briefly.
     fn rmdir(&self, dir: &Path) -> Result<(), String> {
-        match std::fs::remove_dir(dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.to_string()),
+        let mut delay = Duration::from_millis(1);
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
     }
     fn exists(&self, dir: &Path) -> bool {

@@ -1855,16 +1855,18 @@ impl Supervisor {
         let data = serde_json::to_vec_pretty(&status).unwrap_or_default();
         let _ = write_atomic(&self.dirs.exit_file(), &data);
 
-        // Remaining processes (execs, orphans) go with the container.
-        if self.container.delete(true).is_err() {
-            let paths = crate::cgroups::cgroup_paths(&self.cfg);
-            let _ = crate::cgroups::kill_and_remove(
-                &crate::cgroups::RealSys,
-                &paths,
-                Duration::from_secs(2),
-            );
-            let _ = std::fs::remove_dir_all(self.dirs.runtime_root.join(&self.cfg.id));
-        }
+        // Remaining processes (execs, orphans) go with the container. This
+        // is what libcontainer's `delete` does for us (we set no OCI hooks),
+        // without its cost: on cgroup v1 it re-resolves every controller's
+        // mount through /proc and retries rmdir with sleeps, 15-140 ms
+        // between the container's exit and its waiters learning of it.
+        let paths = crate::cgroups::cgroup_paths(&self.cfg);
+        let _ = crate::cgroups::kill_and_remove(
+            &crate::cgroups::RealSys,
+            &paths,
+            Duration::from_secs(2),
+        );
+        let _ = std::fs::remove_dir_all(self.dirs.runtime_root.join(&self.cfg.id));
         // Reap whatever the kill produced.
         self.reap();
         unmount(&self.cfg.rootfs);

@@ -242,6 +242,12 @@ pub struct NetworkSection {
     pub bip: Option<String>,
     /// The default `bridge` network's MTU.
     pub mtu: Option<u32>,
+    /// Translate connects from the daemon's network namespace to
+    /// 127.0.0.1/::1 published ports at connect time (cgroup eBPF), so
+    /// host-local flows skip per-packet NAT; nftables DNAT serves everyone
+    /// else either way. Unset = on (falls back to DNAT alone, with one
+    /// warning, when the kernel refuses the programs).
+    pub socket_lb: Option<bool>,
 }
 
 /// One `default_address_pools` entry.
@@ -335,6 +341,7 @@ impl NetworkSection {
                 d.gateway = Some(net.addr());
             }
         }
+        c.socket_lb = self.socket_lb.unwrap_or(true);
         if let Some(m) = self.mtu {
             if !(68..=65535).contains(&m) {
                 return Err(ConfigError::Value {
@@ -584,6 +591,10 @@ mod tests {
         assert_eq!(d.subnet.unwrap().to_string(), "10.99.0.0/24");
         assert_eq!(d.gateway.unwrap().to_string(), "10.99.0.1");
         assert!(Config::parse("network:\n  port_rang: 1-2\n").is_err());
+        assert!(b.socket_lb, "socket-LB is on by default");
+        let c = Config::parse("network:\n  socket_lb: false\n").unwrap();
+        assert!(!c.network.bridge_config("/x".into()).unwrap().socket_lb);
+        assert!(Config::parse("network:\n  socket_lb: maybe\n").is_err());
         for bad in ["port_range: 5-1", "bip: 10.0.0.0/24", "mtu: 10"] {
             let c = Config::parse(&format!("network:\n  {bad}\n")).unwrap();
             assert!(c.validate().is_err(), "{bad}");

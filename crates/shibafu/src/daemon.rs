@@ -58,6 +58,11 @@ struct DaemonArgs {
     /// replaces the config's `dns.upstreams`) [default: the host's resolv.conf]
     #[arg(long = "dns-upstream")]
     dns_upstream: Vec<String>,
+    /// Translate host-local connects to 127.0.0.1/::1 published ports at
+    /// connect time (cgroup eBPF; nftables DNAT stays for everyone else)
+    /// [default: true]
+    #[arg(long = "socket-lb", value_name = "BOOL")]
+    socket_lb: Option<bool>,
 }
 
 pub fn main(argv: &[OsString]) -> i32 {
@@ -149,6 +154,9 @@ fn resolve_config(args: &DaemonArgs) -> Result<Config> {
     }
     if !args.dns_upstream.is_empty() {
         cfg.dns.upstreams = Some(args.dns_upstream.clone());
+    }
+    if let Some(v) = args.socket_lb {
+        cfg.network.socket_lb = Some(v);
     }
     cfg.validate()?;
     Ok(cfg)
