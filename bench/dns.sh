@@ -35,7 +35,8 @@
 #   client core with dnsperf: the anchors, which do not cache, make it work for
 #   every query; shibafu answers (c) from its cache. Nothing leaves the machine.
 # - Each measurement: a 2 s warm-up (fills shibafu's cache in (c)), then
-#   `dnsperf -l SECONDS -c 4 -v` (default 100 outstanding queries). q/s, lost
+#   `dnsperf -l SECONDS -c 4 -q OUTSTANDING -v` (--outstanding, default 100:
+#   dnsperf's own default; the same for every engine). q/s, lost
 #   and the mean latency are dnsperf's; dnsperf 2.10 has no latency histogram,
 #   so p99 is computed from the per-response latencies `-v` prints (timed-out
 #   queries are "lost", not latencies). Every answer must be NOERROR (the names
@@ -46,6 +47,13 @@
 #
 # usage: bench/dns.sh [--engines shibafu,docker,podman] [--seconds 10] [--many 1000]
 #                     [--batch 25] [--quick] [--server-cpu 0] [--client-cpu 1] [--nice 0]
+#                     [--outstanding 100] [--fifo 0]
+# --fifo P (1..99) runs the server's threads, dnsperf and the fake upstream
+#   under SCHED_FIFO priority P while measuring, instead of --nice: on a
+#   machine shared with builds, a woken server or dnsperf then preempts them at
+#   once rather than waiting out their time slice, so the numbers show the
+#   servers rather than the scheduler. Applied to every engine alike; the
+#   kernel's RT throttling (95%) still leaves the rest of the machine running.
 #   --quick: case (b) for shibafu only (starting 1000 Docker/Podman containers takes minutes)
 # env:   SHIBAFU_BIN (default target/release/shibafu)
 set -euo pipefail
@@ -60,6 +68,8 @@ quick=0
 scpu=0
 ccpu=1
 nice=0
+outstanding=100
+fifo=0
 while (($#)); do
     case $1 in
         --engines) engines=$2; shift 2 ;;
@@ -70,6 +80,8 @@ while (($#)); do
         --server-cpu) scpu=$2; shift 2 ;;
         --client-cpu) ccpu=$2; shift 2 ;;
         --nice) nice=$2; shift 2 ;;
+        --outstanding) outstanding=$2; shift 2 ;;
+        --fifo) fifo=$2; shift 2 ;;
         -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
@@ -77,6 +89,11 @@ done
 for v in "$secs" "$many" "$batch" "$scpu" "$ccpu"; do
     [[ $v =~ ^[0-9]+$ ]] || { echo "error: --seconds, --many, --batch, --server-cpu, --client-cpu take numbers, not \"$v\"" >&2; exit 2; }
 done
+[[ $outstanding =~ ^[0-9]+$ ]] && ((outstanding >= 1 && outstanding <= 10000)) || {
+    echo "error: --outstanding takes 1..10000 queries, not \"$outstanding\"" >&2; exit 2; }
+[[ $fifo =~ ^[0-9]+$ ]] && ((fifo <= 99)) || {
+    echo "error: --fifo takes a priority 1..99 (0: off), not \"$fifo\"" >&2; exit 2; }
+((fifo == 0)) || command -v chrt >/dev/null || { echo "error: --fifo needs chrt (util-linux)" >&2; exit 2; }
 [[ $nice =~ ^-?[0-9]+$ ]] || { echo "error: --nice takes a number, not \"$nice\"" >&2; exit 2; }
 ((secs >= 1 && secs <= 300 && many >= 11 && many <= 1000 && batch >= 1 && batch <= 100 && nice >= -20 && nice <= 19)) || {
     echo "error: --seconds 1..300, --many 11..1000 (the network's bridge takes 1024 ports), --batch 1..100, --nice -20..19" >&2; exit 2; }
@@ -271,13 +288,24 @@ pin() { # pid: every thread of it on the server CPU, at $nice
         TASKS_NICE=($(ls "/proc/$1/task"))
         renice -n "$nice" -p "${TASKS_NICE[@]}" >/dev/null
     fi
+    if ((fifo)); then
+        local t
+        for t in /proc/"$1"/task/*; do chrt -f -p "$fifo" "${t##*/}" >/dev/null 2>&1 || true; done
+    fi
 }
 unpin() { # pid
     taskset -a -p "$SAVED_MASK" "$1" >/dev/null 2>&1 || true
     if ((nice != 0)); then
         renice -n 0 -p $(ls "/proc/$1/task") >/dev/null 2>&1 || true
     fi
+    if ((fifo)); then
+        local t
+        for t in /proc/"$1"/task/*; do chrt -o -p 0 "${t##*/}" >/dev/null 2>&1 || true; done
+    fi
 }
+# The scheduling prefix of dnsperf and the fake upstream (--fifo or --nice):
+# a command prefix, not a function, so `$!` is the upstream's own pid.
+if ((fifo)); then SCHED=(chrt -f "$fifo"); else SCHED=(nice -n "$nice"); fi
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
@@ -287,8 +315,8 @@ hz=$(getconf CLK_TCK)
 child_secs() { awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } print s }' "$1"; }
 
 dnsperf_run() { # seconds queryfile out
-    taskset -c "$ccpu" nice -n "$nice" nsenter -t "$CLIENT_PID" -n \
-        dnsperf -s "$SERVER_ADDR" -p 53 -d "$2" -l "$1" -c 4 -v > "$3" 2>&1
+    "${SCHED[@]}" taskset -c "$ccpu" nsenter -t "$CLIENT_PID" -n \
+        dnsperf -s "$SERVER_ADDR" -p 53 -d "$2" -l "$1" -c 4 -q "$outstanding" -v > "$3" 2>&1
 }
 
 measure() { # engine case registered
@@ -330,7 +358,7 @@ bench_engine() { # engine
     "start_$e"
     import_image "$e"
     # the fake upstream, in the engine's namespace, on the client CPU
-    taskset -c "$ccpu" nice -n "$nice" nsenter -t "${HOLDER[$e]}" -n "$W/bin/fakedns" "$UPSTREAM" 53 &
+    "${SCHED[@]}" taskset -c "$ccpu" nsenter -t "${HOLDER[$e]}" -n "$W/bin/fakedns" "$UPSTREAM" 53 &
     UPSTREAM_PID=$!
     sleep 0.2
     kill -0 "$UPSTREAM_PID" 2>/dev/null || { log "$e: the fake upstream did not start"; exit 1; }
@@ -395,7 +423,7 @@ label() { # engine case
 }
 
 echo
-echo "dnsperf -c 4 -l $secs (100 outstanding) in c0's netns; server pinned to CPU $scpu (every thread: the whole shibafu daemon / dockerd / aardvark-dns), dnsperf + fake upstream on CPU $ccpu; nice $nice"
+echo "dnsperf -c 4 -l $secs ($outstanding outstanding) in c0's netns; server pinned to CPU $scpu (every thread: the whole shibafu daemon / dockerd / aardvark-dns), dnsperf + fake upstream on CPU $ccpu; $( ((fifo)) && echo "SCHED_FIFO $fifo" || echo "nice $nice")"
 printf '%-24s %10s %6s %8s %8s %7s %10s %7s %6s %5s %6s\n' \
     "" "q/s" "lost" "mean ms" "p99 ms" "srv cpu" "q/s/core" "dp cpu" "load1" "ctrs" "!NOERR"
 for c in "${CASES[@]}"; do

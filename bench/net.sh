@@ -24,6 +24,9 @@
 # engine's namespace. Everything is removed at the end. Not part of .ci/run.
 #
 # usage: bench/net.sh [--engines shibafu,docker,podman] [--runs 15] [--concurrent 20] [--mib 512] [--tput-runs 5]
+#                     [--only netcreate,single,concurrent,tput,manyports]
+#   --only: run just these measurements (default: all); with only netcreate no
+#           image is built or imported.
 # env:   SHIBAFU_BIN (default target/release/shibafu)
 set -euo pipefail
 
@@ -34,6 +37,7 @@ runs=15
 concurrent=20
 mib=512
 tput_runs=5
+only="netcreate,single,concurrent,tput,manyports"
 while (($#)); do
     case $1 in
         --engines) engines=$2; shift 2 ;;
@@ -41,13 +45,22 @@ while (($#)); do
         --concurrent) concurrent=$2; shift 2 ;;
         --mib) mib=$2; shift 2 ;;
         --tput-runs) tput_runs=$2; shift 2 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        --only) only=$2; shift 2 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 ((runs >= 1 && runs <= 200 && concurrent >= 1 && concurrent <= 100 && mib >= 16 && mib <= 8192 \
     && tput_runs >= 1 && tput_runs <= 50)) || {
     echo "error: --runs 1..200, --concurrent 1..100, --mib 16..8192, --tput-runs 1..50" >&2; exit 2; }
+for m in ${only//,/ }; do
+    case $m in
+        netcreate|single|concurrent|tput|manyports) ;;
+        *) echo "error: --only takes netcreate,single,concurrent,tput,manyports (got $m)" >&2; exit 2 ;;
+    esac
+done
+wants() { [[ ",$only," == *",$1,"* ]]; }
+needs_image() { wants single || wants concurrent || wants tput || wants manyports; }
 BENCH_NETWORKS=(benchnet)
 . "$here/lib.sh"
 bench_check
@@ -184,10 +197,11 @@ bench_manyports() { # engine (shibafu only: 1000 publishes are 1000 docker-proxy
 
 # ------------------------------------------------------------------ main
 log "work dir $W"
-"$repo/tests/images/make-busybox-rootfs.sh" "$W/img" >/dev/null
-# /bin/sink for the throughput test (see the header)
-mkdir -p "$W/sink/bin"
-cat > "$W/sink.c" <<'SINK'
+if needs_image; then
+    "$repo/tests/images/make-busybox-rootfs.sh" "$W/img" >/dev/null
+    # /bin/sink for the throughput test (see the header)
+    mkdir -p "$W/sink/bin"
+    cat > "$W/sink.c" <<'SINK'
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,20 +226,22 @@ int main(int argc, char **argv) {
     }
 }
 SINK
-gcc -static -O2 -o "$W/sink/bin/sink" "$W/sink.c"
-tar --numeric-owner --owner=0 --group=0 -rf "$W/img/busybox.tar" -C "$W/sink" ./bin/sink
+    gcc -static -O2 -o "$W/sink/bin/sink" "$W/sink.c"
+    tar --numeric-owner --owner=0 --group=0 -rf "$W/img/busybox.tar" -C "$W/sink" ./bin/sink
+fi
 for e in shibafu docker podman; do
     has "$e" || continue
     log "starting $e"
     "start_$e"
+    needs_image || continue
     import_image "$e"
     "cli_$e" network create benchnet >/dev/null
 done
-for e in shibafu docker podman; do has "$e" && bench_netcreate "$e"; done
-for e in shibafu docker podman; do has "$e" && bench_single "$e"; done
-for e in shibafu docker podman; do has "$e" && bench_concurrent "$e"; done
-for e in shibafu docker; do has "$e" && bench_tput "$e"; done
-has shibafu && bench_manyports shibafu
+if wants netcreate; then for e in shibafu docker podman; do has "$e" && bench_netcreate "$e"; done; fi
+if wants single; then for e in shibafu docker podman; do has "$e" && bench_single "$e"; done; fi
+if wants concurrent; then for e in shibafu docker podman; do has "$e" && bench_concurrent "$e"; done; fi
+if wants tput; then for e in shibafu docker; do has "$e" && bench_tput "$e"; done; fi
+if wants manyports && has shibafu; then bench_manyports shibafu; fi
 
 # ------------------------------------------------------------------ report
 cell() { [[ -n $1 ]] && echo "$1" || echo "-"; }

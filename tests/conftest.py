@@ -10,6 +10,7 @@ Environment:
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -356,8 +357,18 @@ class NetHost:
         return self.host("nft", "list", "ruleset", check=True).stdout
 
     def shibafu_table(self) -> str | None:
+        """shibafu's nftables table as text, each set's elements sorted: the
+        kernel lists interval/concatenated sets in insertion order, which
+        differs between incremental changes and a full reload."""
         r = self.host("nft", "list", "table", "inet", "shibafu")
-        return r.stdout if r.returncode == 0 else None
+        if r.returncode != 0:
+            return None
+
+        def sort_elems(m):
+            items = sorted(e.strip() for e in m.group(1).split(","))
+            return "elements = { " + ", ".join(items) + " }"
+
+        return re.sub(r"elements = \{(.*?)\}", sort_elems, r.stdout, flags=re.S)
 
 
 @pytest.fixture(scope="session")

@@ -204,7 +204,8 @@ class Snapshot:
         return out
 
     def assert_unchanged(self):
-        assert self.h.veths() == self.veths
+        # a container removed after its attach loses its veth in the background
+        wait_for(lambda: self.h.veths() == self.veths, 10, 0.05, "no veth left behind")
         assert self.h.shibafu_table() == self.table
         assert self.eps() == self.endpoints
 

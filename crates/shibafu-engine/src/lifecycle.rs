@@ -356,7 +356,7 @@ impl Engine {
             network_data: HashMap::new(),
             networks,
         };
-        self.persist(&rec)?;
+        self.store.put_container_async(&rec).await?;
         self.ctrs
             .lock()
             .insert(id.to_string(), Ctr::new(rec.clone()));
@@ -511,7 +511,9 @@ impl Engine {
             r.state.was_running = true;
             r.state.health = has_health.then(HealthState::default);
         });
-        self.persist_logged(&rec);
+        if let Err(e) = self.store.put_container_async(&rec).await {
+            tracing::error!(container = %rec.id, error = %e, "cannot persist container record");
+        }
         c.set_running(true);
         self.spawn_monitor(c.clone(), sup);
         if has_health {
@@ -1211,7 +1213,7 @@ impl Engine {
                 }
             }
         }
-        if let Err(e) = self.store.delete_container(&id, &rec.name) {
+        if let Err(e) = self.store.delete_container_async(&id, &rec.name).await {
             errs.push(e.to_string());
         }
         self.ctrs.lock().remove(&id);

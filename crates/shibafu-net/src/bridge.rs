@@ -19,6 +19,16 @@
 //! - The firewall's desired state is recomputed from the store under one
 //!   lock and applied as a delta; attaching a container without published
 //!   ports does not touch nftables at all.
+//! - `network rm` parks its bridge (down, renamed) and the next `network
+//!   create` adopts it instead of creating one: a bridge deletion holds
+//!   the RTNL lock through RCU waits, and a create right after an rm
+//!   waited 10-18 ms for it. The spare is renamed to the bridge name of
+//!   a network id drawn in advance, whose ownership is recorded in the
+//!   rm's own commit: the next create takes that id and needs no commit
+//!   of its own before touching the kernel (one fsync, not two). Spares
+//!   are owned bridges of no network, so reconcile deletes them after a
+//!   crash; at most [`MAX_SPARES`] are kept, and
+//!   [`BridgeNetworks::settle`] deletes them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -97,6 +107,25 @@ pub enum BridgeError {
 }
 
 pub type Result<T, E = BridgeError> = std::result::Result<T, E>;
+
+/// How many removed networks' bridges are kept for reuse.
+pub const MAX_SPARES: usize = 2;
+
+/// The bridge of network `id` unless `-o com.docker.network.bridge.name`.
+fn bridge_name(id: &str) -> String {
+    format!("br-{}", &id[..12])
+}
+
+/// A parked bridge ([`LinkOps::park_bridge`]): named (and owned) as the
+/// bridge of network `id`, which the next network without a bridge name
+/// of its own gets; and the gateway addresses it still carries (v4 ones
+/// stay on a link that is down).
+#[derive(Debug, Clone)]
+struct Spare {
+    id: String,
+    name: String,
+    addresses: Vec<IpNet>,
+}
 
 /// The predefined default network (`bridge`, the containers' default).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,7 +258,8 @@ pub struct ReconcileReport {
 
 /// Bridge networking of one daemon (see module doc).
 pub struct BridgeNetworks<L: LinkOps = Netlink, R: NftRunner = Nft, P: PortProbe = SocketProbe> {
-    ipam: Ipam,
+    /// Shared with background veth deletions (see [`Self::retire_veth`]).
+    ipam: Arc<Ipam>,
     /// Shared with background link deletions (see [`Self::retire_link`]).
     store: Arc<NetworkStore>,
     links: Arc<L>,
@@ -239,6 +269,9 @@ pub struct BridgeNetworks<L: LinkOps = Netlink, R: NftRunner = Nft, P: PortProbe
     /// Links being deleted in the background, by name (see
     /// [`Self::retire_link`]).
     retiring: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Parked bridges of removed networks, for the next create (see the
+    /// module doc).
+    spares: Mutex<Vec<Spare>>,
     default_network: Option<DefaultNetwork>,
     /// Serialises computing + applying the firewall's desired state.
     fw_lock: Mutex<()>,
@@ -298,13 +331,14 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
             ports.restore(&cid, &c.ports);
         }
         Ok(BridgeNetworks {
-            ipam,
+            ipam: Arc::new(ipam),
             store: Arc::new(store),
             links: Arc::new(links),
             firewall: Firewall::new(nft, cfg.firewall.clone()),
             ports,
             sysctl: Sysctl::with_root(&cfg.sysctl_root),
             retiring: Mutex::new(HashMap::new()),
+            spares: Mutex::new(Vec::new()),
             default_network: cfg.default_network,
             fw_lock: Mutex::new(()),
             net_lock: tokio::sync::Mutex::new(()),
@@ -497,6 +531,36 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         r.insert(name, task);
     }
 
+    /// Delete a container's host veth on one network in the background,
+    /// then release its addresses there (an address is free again only
+    /// once no interface of the container can still hold it). The kernel
+    /// acknowledges a veth deletion only after an RCU barrier (~20 ms)
+    /// that `rm` need not wait for. Attaching the same container to the
+    /// same network again waits for it ([`Self::settle_link`] on the veth's
+    /// name). After a crash in between, reconcile deletes the veth and
+    /// releases the addresses of a container that is not alive.
+    fn retire_veth(&self, container_id: &str, network_id: &str) {
+        let links = Arc::clone(&self.links);
+        let ipam = Arc::clone(&self.ipam);
+        let name = host_veth_name(container_id, network_id);
+        let (n, net, cid) = (
+            name.clone(),
+            network_id.to_string(),
+            container_id.to_string(),
+        );
+        let task = tokio::spawn(async move {
+            if let Err(e) = links.delete_link(&n).await {
+                tracing::warn!("deleting {n}: {e} (reconcile removes it)");
+            }
+            if let Err(e) = ipam.release_unsynced(&net, &cid) {
+                tracing::warn!("releasing the addresses of {cid} on {net}: {e}");
+            }
+        });
+        let mut r = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+        r.retain(|_, t| !t.is_finished());
+        r.insert(name, task);
+    }
+
     /// Wait until the background deletion of link `name` (if any) is done.
     async fn settle_link(&self, name: &str) {
         let task = self
@@ -509,9 +573,15 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         }
     }
 
-    /// Wait until every background link deletion is done (reconcile,
-    /// restore, tests).
-    pub async fn settle(&self) {
+    /// Whether any background link deletion is still running.
+    fn retiring_any(&self) -> bool {
+        let mut r = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+        r.retain(|_, t| !t.is_finished());
+        !r.is_empty()
+    }
+
+    /// Wait until every background link deletion is done.
+    async fn settle_retiring(&self) {
         let tasks: Vec<_> = self
             .retiring
             .lock()
@@ -522,6 +592,29 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         for t in tasks {
             let _ = t.await;
         }
+    }
+
+    /// Delete the spare bridges and wait until every background link
+    /// deletion is done (reconcile, restore, tests).
+    pub async fn settle(&self) {
+        let spares: Vec<Spare> =
+            std::mem::take(&mut *self.spares.lock().unwrap_or_else(|p| p.into_inner()));
+        for sp in spares {
+            match self.links.delete_link(&sp.name).await {
+                Ok(_) => {
+                    if let Err(e) = self.store.disown_bridge_unsynced(&sp.name) {
+                        tracing::warn!("spare bridge {} deleted, but: {e}", sp.name);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "deleting spare bridge {}: {e} (reconcile removes it)",
+                        sp.name
+                    )
+                }
+            }
+        }
+        self.settle_retiring().await;
     }
 
     // ---- networks ----
@@ -547,7 +640,20 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         if existing.iter().any(|n| n.name == req.name) {
             return Err(StoreError::NameExists(req.name.clone()).into());
         }
-        let id = new_id();
+        let custom = req
+            .options
+            .get(OPT_BRIDGE_NAME)
+            .is_some_and(|b| !b.is_empty());
+        // A spare's id when there is one and the bridge is ours to name
+        // (taken in the act phase, see the module doc).
+        let spare = self
+            .spares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last()
+            .cloned()
+            .filter(|_| !custom && !default);
+        let id = spare.as_ref().map_or_else(new_id, |s| s.id.clone());
         let bridge = match req.options.get(OPT_BRIDGE_NAME).filter(|b| !b.is_empty()) {
             Some(b) => {
                 check_ifname(b).map_err(|e| BridgeError::InvalidOption {
@@ -557,7 +663,7 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
                 })?;
                 b.clone()
             }
-            None => format!("br-{}", &id[..12]),
+            None => bridge_name(&id),
         };
         if let Some(n) = existing.iter().find(|n| n.bridge == bridge) {
             return Err(BridgeError::BridgeInUse {
@@ -626,12 +732,27 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
                 mtu,
                 default,
             };
-            if !self.links.link_exists(&bridge).await? {
+            let mut adopted = false;
+            let own_spare = spare.and_then(|s| self.take_spare(&s.name));
+            if let Some(sp) = own_spare {
+                // Owned since the rm that parked it, under this name.
+                undo.push(Undo::OwnBridge(bridge.clone()));
+                undo.push(Undo::Bridge(bridge.clone()));
+                adopted = self.adopt_spare(sp, &bridge_spec(&rec)).await;
+            } else if !self.links.link_exists(&bridge).await? {
                 self.store.own_bridge(&bridge, &id)?;
                 undo.push(Undo::OwnBridge(bridge.clone()));
                 undo.push(Undo::Bridge(bridge.clone()));
+                let any = self.spares.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                if let Some(sp) = any {
+                    adopted = self.adopt_spare(sp, &bridge_spec(&rec)).await;
+                }
             }
-            self.setup_bridge(&rec).await?;
+            if adopted {
+                self.bridge_sysctls(&rec, true)?;
+            } else {
+                self.setup_bridge(&rec).await?;
+            }
             self.store.insert(&rec)?;
             undo.push(Undo::StoreNetwork(id.clone()));
             self.apply_firewall()?;
@@ -647,26 +768,108 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
     /// Bridge up with its gateway addresses and the sysctls it needs
     /// (also the reconcile step after a reboot).
     async fn setup_bridge(&self, rec: &NetworkRecord) -> Result<()> {
-        let gw4 = rec
-            .subnets
-            .iter()
-            .find(|s| s.family() == Family::V4)
-            .map(|s| s.gateway);
-        self.links
-            .ensure_bridge(&BridgeSpec {
-                name: rec.bridge.clone(),
-                mtu: rec.mtu,
-                mac: gw4.or(rec.subnets.first().map(|s| s.gateway)).map(mac_for),
-                addresses: rec.subnets.iter().map(gateway_net).collect(),
-            })
-            .await?;
+        self.links.ensure_bridge(&bridge_spec(rec)).await?;
+        self.bridge_sysctls(rec, false)
+    }
+
+    /// The sysctls of a network's bridge; `reused`: an adopted spare,
+    /// whose own `route_localnet` is its previous network's.
+    fn bridge_sysctls(&self, rec: &NetworkRecord, reused: bool) -> Result<()> {
         if !rec.internal {
             self.sysctl.enable_ipv4_forward()?;
             if rec.ipv6 {
                 self.sysctl.enable_ipv6_forward()?;
             }
             self.sysctl.enable_route_localnet(&rec.bridge)?;
+        } else if reused {
+            self.sysctl.set_route_localnet(&rec.bridge, false)?;
         }
+        Ok(())
+    }
+
+    /// The spare named `name`, out of the pool (`None`: settle() took
+    /// it meanwhile).
+    fn take_spare(&self, name: &str) -> Option<Spare> {
+        let mut sp = self.spares.lock().unwrap_or_else(|p| p.into_inner());
+        let i = sp.iter().position(|s| s.name == name)?;
+        Some(sp.remove(i))
+    }
+
+    /// Make spare `sp` `spec`'s bridge, if it can pass for a new one.
+    /// `spec.name` is owned already (the spare's own name, or the
+    /// caller's record), so a crash from here leaves both to reconcile.
+    /// Returns whether it did; a spare that cannot be used is deleted
+    /// (with its ownership record once gone), and the caller creates a
+    /// new bridge.
+    async fn adopt_spare(&self, sp: Spare, spec: &BridgeSpec) -> bool {
+        let renamed = sp.name != spec.name;
+        match self.links.adopt_bridge(&sp.name, &sp.addresses, spec).await {
+            Ok(Some(_)) => {
+                if renamed {
+                    // Unsynced: after a crash reconcile finds the name in
+                    // no network and not in the kernel.
+                    if let Err(e) = self.store.disown_bridge_unsynced(&sp.name) {
+                        tracing::warn!("bridge {} reused as {}, but: {e}", sp.name, spec.name);
+                    }
+                }
+                true
+            }
+            Ok(None) => {
+                self.retire_link(sp.name.clone(), renamed);
+                if !renamed {
+                    // Same name as the new bridge: gone before it is made.
+                    self.settle_link(&sp.name).await;
+                }
+                false
+            }
+            Err(e) => {
+                // Possibly half-renamed: both names go before a new
+                // bridge is made; the records stay for reconcile.
+                tracing::warn!("reusing bridge {} as {}: {e}", sp.name, spec.name);
+                for n in [&sp.name, &spec.name] {
+                    if let Err(e) = self.links.delete_link(n).await {
+                        tracing::warn!("deleting {n}: {e} (reconcile removes it)");
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// After `network rm`: its bridge down at once (its routes go, so the
+    /// next create may take the same subnet) and, with `next` (an id
+    /// whose bridge name the rm's commit made ours), parked under that
+    /// name as a spare; else deleted in the background. The old name's
+    /// ownership record goes without fsync: after a crash reconcile
+    /// drops it (the name is not in the kernel), and deletes the spare
+    /// (owned, of no network).
+    async fn park_or_retire(&self, rec: &NetworkRecord, next: Option<String>) -> Result<()> {
+        if let Some(id) = next {
+            let spare = bridge_name(&id);
+            match self.links.park_bridge(&rec.bridge, &spare).await {
+                Ok(parked) => {
+                    if parked {
+                        self.spares
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(Spare {
+                                id,
+                                name: spare,
+                                addresses: rec.subnets.iter().map(gateway_net).collect(),
+                            });
+                    } else {
+                        self.store.disown_bridge_unsynced(&spare)?;
+                    }
+                    self.store.disown_bridge_unsynced(&rec.bridge)?;
+                    return Ok(());
+                }
+                // The spare's name stays owned: whether the rename
+                // happened or not, reconcile settles it.
+                Err(e) => tracing::warn!("parking bridge {}: {e}; deleting it", rec.bridge),
+            }
+        }
+        self.links.set_link_down(&rec.bridge).await?;
+        self.retire_link(rec.bridge.clone(), true);
         Ok(())
     }
 
@@ -758,6 +961,11 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         if !users.is_empty() {
             return Err(in_use(users));
         }
+        let owned = self.store.owned_bridges()?.contains_key(&rec.bridge);
+        // Room for a spare: its future name is owned in the commit below.
+        let next = (owned
+            && self.spares.lock().unwrap_or_else(|p| p.into_inner()).len() < MAX_SPARES)
+            .then(new_id);
         // Atomic check-and-remove: an attach racing with us either got
         // its address first (refused here) or finds no plan. Not synced:
         // the record's removal below is, and reconcile removes a plan
@@ -769,7 +977,11 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         }
         // The record and its policies in one commit (the firewall update
         // below drops the policies' rules).
-        if let Err(e) = self.store.remove_with_policies(&rec.id) {
+        let own = next.as_ref().map(|id| (bridge_name(id), id.as_str()));
+        if let Err(e) = self
+            .store
+            .remove_with_policies(&rec.id, own.as_ref().map(|(b, id)| (b.as_str(), *id)))
+        {
             if let Err(r) = self.ipam.restore_network(&rec.id, &rec.subnets) {
                 tracing::warn!("rollback of IPAM for {}: {r}", rec.name);
             }
@@ -781,13 +993,10 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         if let Err(e) = self.apply_firewall() {
             errs.push(e.to_string());
         }
-        if self.store.owned_bridges()?.contains_key(&rec.bridge) {
-            // Down now, so its routes are gone when we return and the next
-            // create may take the same subnet; deleted in the background.
-            if let Err(e) = self.links.set_link_down(&rec.bridge).await {
+        if owned {
+            if let Err(e) = self.park_or_retire(&rec, next).await {
                 errs.push(e.to_string());
             }
-            self.retire_link(rec.bridge.clone(), true);
         }
         if errs.is_empty() {
             Ok(rec)
@@ -965,7 +1174,22 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         let res = async {
             let mut new = Vec::new();
             for (i, (n, r)) in nets.iter().enumerate() {
-                let a = self.ipam.allocate(&n.id, container_id, &r.ips)?;
+                // A detach of this container from this network may still
+                // be deleting its veth and releasing its addresses.
+                self.settle_link(&host_veth_name(container_id, &n.id)).await;
+                let a = match self.ipam.allocate(&n.id, container_id, &r.ips) {
+                    // The address may be held by a removed container whose
+                    // veth is still going (`retire_veth`): once those are
+                    // done, try again, so `rm` then `run --ip` the same
+                    // address works as it always did.
+                    Err(IpamError::AddressInUse { .. } | IpamError::Exhausted { .. })
+                        if self.retiring_any() =>
+                    {
+                        self.settle_retiring().await;
+                        self.ipam.allocate(&n.id, container_id, &r.ips)?
+                    }
+                    other => other?,
+                };
                 undo.push(Undo::Alloc {
                     network: n.id.clone(),
                     container: container_id.to_string(),
@@ -1093,10 +1317,11 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
 
     /// Undo every attach of the container: ports, firewall, veths,
     /// addresses. Safe for a container never (or partly) attached; keeps
-    /// going past errors and returns all of them. Its two commits are not
+    /// going past errors and returns all of them. Its commits are not
     /// fsynced (the container is gone: after a crash, reconcile drops what
-    /// they would have), which keeps two disk flushes off every container
-    /// removal.
+    /// they would have), which keeps disk flushes off every container
+    /// removal; veths and their addresses go in the background
+    /// ([`Self::retire_veth`]).
     pub async fn detach(&self, container_id: &str) -> Vec<BridgeError> {
         let mut errs: Vec<BridgeError> = Vec::new();
         let rec = match self.store.remove_container_unsynced(container_id) {
@@ -1124,19 +1349,9 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
             ),
             Err(e) => errs.push(e.into()),
         }
-        // Veths first: an address is free again only once no interface
-        // of this container can still hold it.
+        // Veths, then each one's addresses, in the background.
         for n in &nets {
-            if let Err(e) = self
-                .links
-                .delete_link(&host_veth_name(container_id, n))
-                .await
-            {
-                errs.push(e.into());
-            }
-        }
-        if let Err(e) = self.ipam.release_container_unsynced(container_id) {
-            errs.push(e.into());
+            self.retire_veth(container_id, n);
         }
         errs
     }
@@ -1300,6 +1515,21 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
     }
 }
 
+/// The bridge a network wants.
+fn bridge_spec(rec: &NetworkRecord) -> BridgeSpec {
+    let gw4 = rec
+        .subnets
+        .iter()
+        .find(|s| s.family() == Family::V4)
+        .map(|s| s.gateway);
+    BridgeSpec {
+        name: rec.bridge.clone(),
+        mtu: rec.mtu,
+        mac: gw4.or(rec.subnets.first().map(|s| s.gateway)).map(mac_for),
+        addresses: rec.subnets.iter().map(gateway_net).collect(),
+    }
+}
+
 /// The gateway address with its subnet's prefix, as set on the bridge.
 fn gateway_net(s: &SubnetConfig) -> IpNet {
     IpNet::new(s.gateway, s.subnet.prefix_len()).expect("prefix of a valid subnet")
@@ -1362,6 +1592,19 @@ mod tests {
         fail_bridge: Option<String>,
         /// Links set down.
         down: BTreeSet<String>,
+        /// (spare, new name) of every adopted spare.
+        adopted: Vec<(String, String)>,
+    }
+
+    impl FakeLinks {
+        /// The kernel's per-link sysctls follow a renamed link.
+        fn rename_sysctls(&self, from: &str, to: &str) {
+            let conf = self.sysctl.join("net/ipv4/conf");
+            if from != to && conf.join(from).exists() {
+                let _ = std::fs::remove_dir_all(conf.join(to));
+                std::fs::rename(conf.join(from), conf.join(to)).unwrap();
+            }
+        }
     }
 
     struct FakeLinks {
@@ -1396,6 +1639,42 @@ mod tests {
                 st.down.insert(name.to_string());
             }
             Ok(present)
+        }
+        async fn park_bridge(&self, name: &str, spare: &str) -> crate::netlink::Result<bool> {
+            let mut st = self.st.lock().unwrap();
+            let Some(l) = st.links.remove(name) else {
+                return Ok(false);
+            };
+            st.down.insert(name.to_string());
+            st.links.insert(spare.to_string(), l);
+            let b = st.bridges.remove(name).unwrap();
+            st.bridges.insert(spare.to_string(), b);
+            drop(st);
+            self.rename_sysctls(name, spare);
+            Ok(true)
+        }
+        async fn adopt_bridge(
+            &self,
+            spare: &str,
+            _stale: &[IpNet],
+            spec: &BridgeSpec,
+        ) -> crate::netlink::Result<Option<u32>> {
+            let mut st = self.st.lock().unwrap();
+            let ports = st
+                .links
+                .values()
+                .any(|(_, on)| on.as_deref() == Some(spare));
+            if st.links.get(spare).is_none_or(|(k, _)| k != "bridge") || ports {
+                return Ok(None);
+            }
+            st.links.remove(spare);
+            st.bridges.remove(spare);
+            st.links.insert(spec.name.clone(), ("bridge".into(), None));
+            st.bridges.insert(spec.name.clone(), spec.clone());
+            st.adopted.push((spare.to_string(), spec.name.clone()));
+            drop(st);
+            self.rename_sysctls(spare, &spec.name);
+            Ok(Some(1))
         }
         async fn create_veth(&self, spec: &VethSpec) -> crate::netlink::Result<()> {
             let mut st = self.st.lock().unwrap();
@@ -1525,6 +1804,104 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn removed_bridges_are_parked_and_reused() {
+        let d = tempfile::tempdir().unwrap();
+        let n = open_at(d.path(), LinkState::default());
+        let sys = d.path().join("sys/net/ipv4/conf");
+        let localnet =
+            |b: &str| std::fs::read_to_string(sys.join(b).join("route_localnet")).unwrap();
+        let owned = || n.store().owned_bridges().unwrap();
+        let a = n.create_network(create("a", None)).await.unwrap();
+        n.remove_network("a").await.unwrap();
+        // Down and renamed at once to the bridge name of a network id
+        // drawn in advance, owned (by that id) in the rm's commit.
+        assert!(n.links().st.lock().unwrap().down.contains(&a.bridge));
+        let spare = link_names(&n);
+        assert_eq!(spare.len(), 1);
+        assert_ne!(spare[0], a.bridge);
+        let next_id = owned()[&spare[0]].clone();
+        assert_eq!(spare[0], bridge_name(&next_id));
+        assert_eq!(owned().len(), 1);
+
+        // The next network gets that id, and the bridge as it is named.
+        let b = n.create_network(create("b", None)).await.unwrap();
+        assert_eq!(b.id, next_id);
+        assert_eq!(b.bridge, spare[0]);
+        assert_eq!(
+            n.links().st.lock().unwrap().adopted,
+            vec![(b.bridge.clone(), b.bridge.clone())]
+        );
+        assert_eq!(link_names(&n), vec![b.bridge.clone()]);
+        assert_eq!(
+            n.links().st.lock().unwrap().bridges[&b.bridge],
+            bridge_spec(&b)
+        );
+        assert_eq!(localnet(&b.bridge), "1");
+        assert_eq!(
+            owned().into_iter().collect::<Vec<_>>(),
+            vec![(b.bridge.clone(), b.id.clone())]
+        );
+
+        // A network naming its bridge takes a spare too, renamed; an
+        // internal one gets route_localnet off, as a new bridge has it.
+        n.remove_network("b").await.unwrap();
+        let spare = link_names(&n)[0].clone();
+        let mut req = create("c", None);
+        req.internal = true;
+        req.options
+            .insert(OPT_BRIDGE_NAME.into(), "br-custom".into());
+        let c = n.create_network(req).await.unwrap();
+        assert_eq!(c.bridge, "br-custom");
+        assert_eq!(
+            n.links().st.lock().unwrap().adopted[1],
+            (spare.clone(), "br-custom".to_string())
+        );
+        assert_eq!(localnet("br-custom"), "0");
+        assert_eq!(
+            owned().into_keys().collect::<Vec<_>>(),
+            vec!["br-custom".to_string()]
+        );
+
+        // At most MAX_SPARES are kept; the rest are deleted.
+        for name in ["d", "e"] {
+            n.create_network(create(name, None)).await.unwrap();
+        }
+        for name in ["c", "d", "e"] {
+            n.remove_network(name).await.unwrap();
+        }
+        assert_eq!(n.spares.lock().unwrap().len(), MAX_SPARES);
+        n.settle().await;
+        assert!(link_names(&n).is_empty(), "{:?}", link_names(&n));
+        assert!(owned().is_empty(), "{:?}", owned());
+        // settle() deleted the spares: a new network makes its own bridge.
+        let f = n.create_network(create("f", None)).await.unwrap();
+        assert_eq!(n.links().st.lock().unwrap().adopted.len(), 2);
+        assert_eq!(link_names(&n), vec![f.bridge.clone()]);
+    }
+
+    #[tokio::test]
+    async fn reconcile_deletes_spares_a_crash_left() {
+        let d = tempfile::tempdir().unwrap();
+        let spare = {
+            let n = open_at(d.path(), LinkState::default());
+            n.create_network(create("a", None)).await.unwrap();
+            n.remove_network("a").await.unwrap();
+            link_names(&n)[0].clone()
+            // dropped without settle(): the daemon was killed
+        };
+        let n = open_at(
+            d.path(),
+            LinkState {
+                links: BTreeMap::from([(spare.clone(), ("bridge".to_string(), None))]),
+                ..Default::default()
+            },
+        );
+        let rep = n.reconcile(&HashSet::new()).await.unwrap();
+        assert!(rep.deleted_links.contains(&spare), "{rep:?}");
+        assert!(!n.store().owned_bridges().unwrap().contains_key(&spare));
     }
 
     #[tokio::test]
@@ -1672,6 +2049,36 @@ mod tests {
         n.create_network(create("a", Some("10.60.0.0/24")))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_static_address_is_free_again_right_after_detach() {
+        let d = tempfile::tempdir().unwrap();
+        let n = open_at(d.path(), LinkState::default());
+        n.create_network(create("frontend", Some("172.21.0.0/24")))
+            .await
+            .unwrap();
+        let ns = Path::new("/proc/1/ns/net");
+        let want = |c: &str| {
+            (
+                c.to_string(),
+                vec![EndpointRequest {
+                    ips: vec![ip("172.21.0.10")],
+                    ..EndpointRequest::new("frontend")
+                }],
+            )
+        };
+        let (c1, r1) = want("c1");
+        n.attach_netns(&c1, ns, r1, vec![]).await.unwrap();
+        assert!(n.detach("c1").await.is_empty());
+        // c1's veth and address are still being retired in the background
+        // (on this single-threaded runtime the task has not even run yet);
+        // the allocation waits for them instead of failing.
+        assert!(n.retiring_any());
+        let (c2, r2) = want("c2");
+        let eps = n.attach_netns(&c2, ns, r2, vec![]).await.unwrap();
+        assert_eq!(eps[0].addresses[0].to_string(), "172.21.0.10/24");
+        assert!(!link_names(&n).contains(&host_veth_name("c1", &eps[0].network_id)));
     }
 
     #[tokio::test]
@@ -1826,6 +2233,8 @@ mod tests {
         // Detach: everything goes, twice is fine.
         assert!(n.detach("c1").await.is_empty());
         assert!(n.detach("c1").await.is_empty());
+        // The veth and its addresses go in the background.
+        n.settle().await;
         assert_eq!(
             link_names(&n),
             vec![f.bridge.clone(), "shibafu0".to_string()]
@@ -2095,6 +2504,7 @@ mod tests {
         // reconcile() repairs it as well (`network reload`).
         n.ipam().release("x", "y").unwrap();
         n.detach("c1").await;
+        n.settle().await;
         n.ipam().remove_network(&id).unwrap();
         n.reconcile(&HashSet::new()).await.unwrap();
         assert!(n.ipam().network(&id).unwrap().is_some());

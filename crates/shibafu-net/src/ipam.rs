@@ -890,7 +890,24 @@ impl Ipam {
     /// Release the container's addresses on the network. Returns whether
     /// there were any (releasing twice is fine: every exit path calls it).
     pub fn release(&self, network_id: &str, container_id: &str) -> Result<bool> {
-        let tx = self.db.begin_write().map_err(store_err)?;
+        self.release_with(network_id, container_id, redb::Durability::Immediate)
+    }
+
+    /// [`Self::release`] in a commit that is not fsynced, for a container
+    /// that is gone (detach): after a crash, reconcile releases the
+    /// addresses of containers that are not alive anyway.
+    pub fn release_unsynced(&self, network_id: &str, container_id: &str) -> Result<bool> {
+        self.release_with(network_id, container_id, redb::Durability::None)
+    }
+
+    fn release_with(
+        &self,
+        network_id: &str,
+        container_id: &str,
+        durability: redb::Durability,
+    ) -> Result<bool> {
+        let mut tx = self.db.begin_write().map_err(store_err)?;
+        tx.set_durability(durability).map_err(store_err)?;
         let had = tx
             .open_table(ALLOCS)
             .map_err(store_err)?
@@ -899,31 +916,6 @@ impl Ipam {
             .is_some();
         tx.commit().map_err(store_err)?;
         Ok(had)
-    }
-
-    /// Release every address of a container that is gone (detach), in one
-    /// commit that is not fsynced: after a crash, reconcile releases the
-    /// addresses of containers that are not alive anyway, and the next
-    /// synced commit (an allocation, a network change) persists it. Returns
-    /// the networks it had addresses on.
-    pub fn release_container_unsynced(&self, container_id: &str) -> Result<Vec<String>> {
-        let mut tx = self.db.begin_write().map_err(store_err)?;
-        tx.set_durability(redb::Durability::None)
-            .map_err(store_err)?;
-        let nets = {
-            let mut t = tx.open_table(ALLOCS).map_err(store_err)?;
-            let nets: Vec<String> = alloc_rows(&t, None)?
-                .into_iter()
-                .filter(|(_, c, _)| c == container_id)
-                .map(|(n, _, _)| n)
-                .collect();
-            for n in &nets {
-                t.remove((n.as_str(), container_id)).map_err(store_err)?;
-            }
-            nets
-        };
-        tx.commit().map_err(store_err)?;
-        Ok(nets)
     }
 
     /// The container's addresses on the network, if any.

@@ -16,6 +16,11 @@
 //!   answers it only after an RCU barrier (~35 ms for a bridge, ~20 ms for
 //!   a veth whose peer is alive), inside the sending syscall, which on the
 //!   shared socket would hold up every other request of the daemon.
+//! - A bridge is parked rather than deleted when its network is removed
+//!   ([`LinkOps::park_bridge`]: down and renamed, two sub-millisecond
+//!   messages) and adopted by the next network ([`LinkOps::adopt_bridge`]):
+//!   the deletion's RCU waits hold the RTNL lock long enough that the next
+//!   `network create`'s bridge creation waited 10-18 ms behind them.
 //! - A failed veth setup deletes the pair before returning, so nothing is
 //!   left half-made; deleting something absent is not an error, so every
 //!   teardown path can call it.
@@ -88,6 +93,9 @@ pub fn host_veth_name(container_id: &str, network_id: &str) -> String {
 /// Prefix of every host-side veth shibafu creates.
 pub const HOST_VETH_PREFIX: &str = "vsf";
 
+/// The MTU of a new bridge without ports (the kernel's `ETH_DATA_LEN`).
+pub const DEFAULT_MTU: u32 = 1500;
+
 /// A bridge as a network wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeSpec {
@@ -146,6 +154,22 @@ pub trait LinkOps: Send + Sync + 'static {
     /// unlike a deletion, which waits for an RCU barrier). `Ok(false)`
     /// when it did not exist.
     async fn set_link_down(&self, name: &str) -> Result<bool>;
+    /// Set bridge `name` down (its routes go at once) and rename it to
+    /// `spare`, keeping it for [`Self::adopt_bridge`]. `Ok(false)` when it
+    /// did not exist.
+    async fn park_bridge(&self, name: &str, spare: &str) -> Result<bool>;
+    /// Turn the parked bridge `spare` into `spec`: its addresses in
+    /// `stale` that `spec` does not keep removed, renamed, MAC and MTU
+    /// set, up, `spec`'s addresses added. `Ok(None)`, with nothing
+    /// changed, when it cannot pass for a new bridge: gone, not a down
+    /// bridge, a port still on it, or an MTU other than `spec`'s. Returns
+    /// its index.
+    async fn adopt_bridge(
+        &self,
+        spare: &str,
+        stale: &[IpNet],
+        spec: &BridgeSpec,
+    ) -> Result<Option<u32>>;
     /// Create and configure a container interface (see module doc). On
     /// error nothing is left behind.
     async fn create_veth(&self, spec: &VethSpec) -> Result<()>;
@@ -402,6 +426,109 @@ impl LinkOps for Netlink {
         }
     }
 
+    async fn park_bridge(&self, name: &str, spare: &str) -> Result<bool> {
+        check_ifname(name)?;
+        check_ifname(spare)?;
+        let h = &self.handle;
+        let Some(m) = link_by_name(h, name).await? else {
+            return Ok(false);
+        };
+        let s = summary(&m);
+        if s.kind.as_deref() != Some("bridge") {
+            return Err(NetlinkError::NotABridge(name.to_string()));
+        }
+        // Two messages: the kernel renames only a link that is down, and
+        // applies a message's name before its flags.
+        for (msg, op) in [
+            (
+                LinkUnspec::new_with_index(s.index).down().build(),
+                format!("set {name} down"),
+            ),
+            (
+                LinkUnspec::new_with_index(s.index)
+                    .name(spare.to_string())
+                    .build(),
+                format!("rename {name} to {spare}"),
+            ),
+        ] {
+            match h.link().set(msg).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(libc::ENODEV) => return Ok(false),
+                Err(e) => return Err(op_err(op)(e)),
+            }
+        }
+        Ok(true)
+    }
+
+    async fn adopt_bridge(
+        &self,
+        spare: &str,
+        stale: &[IpNet],
+        spec: &BridgeSpec,
+    ) -> Result<Option<u32>> {
+        check_ifname(spare)?;
+        check_ifname(&spec.name)?;
+        let h = &self.handle;
+        let Some(m) = link_by_name(h, spare).await? else {
+            return Ok(None);
+        };
+        let s = summary(&m);
+        let mtu_ok = match spec.mtu {
+            Some(_) => true,
+            None => s.mtu == Some(DEFAULT_MTU),
+        };
+        if s.kind.as_deref() != Some("bridge") || s.up || !mtu_ok {
+            return Ok(None);
+        }
+        // Any port left on it (a veth whose deletion failed) would join
+        // the new network. The kernel filters the dump by controller; the
+        // check below holds without that too.
+        let mut req = h.link().get();
+        req.message_mut()
+            .attributes
+            .push(LinkAttribute::Controller(s.index));
+        let links: Vec<LinkMessage> = req
+            .execute()
+            .try_collect()
+            .await
+            .map_err(op_err(format!("list the ports of {spare}")))?;
+        if links.iter().any(|l| summary(l).controller == Some(s.index)) {
+            return Ok(None);
+        }
+        for a in stale.iter().filter(|a| !spec.addresses.contains(a)) {
+            let msg = h
+                .address()
+                .add(s.index, a.addr(), a.prefix_len())
+                .message_mut()
+                .clone();
+            match h.address().del(msg).execute().await {
+                Ok(()) => {}
+                // v6 addresses go when a link goes down.
+                Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
+                Err(e) => return Err(op_err(format!("delete address {a} of {spare}"))(e)),
+            }
+        }
+        // Renamed before it goes up: the kernel applies the name first.
+        let mut b = LinkUnspec::new_with_index(s.index)
+            .name(spec.name.clone())
+            .up();
+        if let Some(mac) = spec.mac {
+            b = b.address(mac.to_vec());
+        }
+        if let Some(mtu) = spec.mtu.filter(|m| Some(*m) != s.mtu) {
+            b = b.mtu(mtu);
+        }
+        h.link()
+            .set(b.build())
+            .execute()
+            .await
+            .map_err(op_err(format!("rename bridge {spare} to {}", spec.name)))?;
+        for a in &spec.addresses {
+            add_address(h, s.index, a, &spec.name).await?;
+        }
+        Ok(Some(s.index))
+    }
+
     async fn create_veth(&self, spec: &VethSpec) -> Result<()> {
         check_ifname(&spec.host_name)?;
         check_ifname(&spec.container_ifname)?;
@@ -616,8 +743,17 @@ impl Sysctl {
 
     /// `net.ipv4.conf.<bridge>.route_localnet=1`.
     pub fn enable_route_localnet(&self, bridge: &str) -> Result<()> {
+        self.set_route_localnet(bridge, true)
+    }
+
+    /// `net.ipv4.conf.<bridge>.route_localnet`, on or off (off: a reused
+    /// bridge as a new one has it).
+    pub fn set_route_localnet(&self, bridge: &str, on: bool) -> Result<()> {
         check_ifname(bridge)?;
-        self.set(&format!("net/ipv4/conf/{bridge}/route_localnet"), "1")
+        self.set(
+            &format!("net/ipv4/conf/{bridge}/route_localnet"),
+            if on { "1" } else { "0" },
+        )
     }
 }
 

@@ -341,13 +341,21 @@ impl NetworkStore {
     }
 
     /// Remove a network and the policies of its containers in one
-    /// commit; returns the network record if it existed and the policies
-    /// removed.
+    /// commit, recording in the same commit that shibafu owns bridge
+    /// `own.0` (for network id `own.1`, see [`Self::own_bridge`]); returns
+    /// the network record if it existed and the policies removed.
     pub fn remove_with_policies(
         &self,
         id: &str,
+        own: Option<(&str, &str)>,
     ) -> Result<(Option<NetworkRecord>, Vec<PolicyRecord>)> {
         let tx = self.db.begin_write().map_err(err)?;
+        if let Some((bridge, network_id)) = own {
+            tx.open_table(BRIDGES)
+                .map_err(err)?
+                .insert(bridge, network_id)
+                .map_err(err)?;
+        }
         let out = {
             let mut nets = tx.open_table(NETWORKS).map_err(err)?;
             let rec: Option<NetworkRecord> = nets

@@ -212,6 +212,8 @@ async fn network_attach_publish_detach_remove() {
         let errs = nets.detach(c).await;
         assert!(errs.is_empty(), "{c}: {errs:?}");
     }
+    // Veths and their addresses go in the background.
+    nets.settle().await;
     assert!(!String::from_utf8_lossy(&c1.exec(&["ip", "-o", "link"]).stdout).contains("eth0"));
     assert_eq!(wget_host("http://127.0.0.1:8080/"), "");
     nets.remove_network("frontend").await.unwrap();

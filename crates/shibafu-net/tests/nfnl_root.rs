@@ -228,17 +228,31 @@ fn nfnetlink_deltas_give_the_same_table_as_libnftables() {
         "the states were real"
     );
 
-    // A change of an interval set (a new network's subnet) still goes
-    // through libnftables, and the table is right.
+    // Interval sets (a new network's subnets, v4 and v6, adjacent to
+    // another network's) go over nfnetlink too, and the table is right,
+    // after the add and after the remove.
     s.networks.push(FwNetwork {
         bridge: "sf-c".into(),
-        subnets: vec![net("10.83.0.0/24")],
+        subnets: vec![net("10.83.0.0/24"), net("fd83::/64")],
         internal: false,
         dns: vec![ip("10.83.0.1")],
     });
+    s.networks.push(FwNetwork {
+        bridge: "sf-d".into(),
+        subnets: vec![net("10.83.1.0/24")],
+        internal: false,
+        dns: vec![],
+    });
     let (j, e) = fw.runner().counts();
     fw.apply(&s).unwrap();
-    assert_eq!(fw.runner().counts(), (j + 1, e));
+    assert_eq!(fw.runner().counts(), (j, e + 1));
+    assert_eq!(table(), json_reference(&s));
+    let mut gone = s.clone();
+    gone.networks.retain(|n| n.bridge != "sf-c");
+    fw.apply(&gone).unwrap();
+    assert_eq!(fw.runner().counts(), (j, e + 2));
+    assert_eq!(table(), json_reference(&gone));
+    fw.apply(&s).unwrap();
     assert_eq!(table(), json_reference(&s));
 
     // An element removed behind our back: the nfnetlink delete fails, the

@@ -105,6 +105,181 @@ pub fn oom_killed(paths: &CgroupPaths) -> bool {
     false
 }
 
+/// Controllers libcontainer's cgroup v1 manager knows: it creates the
+/// container's directory in each of their hierarchies before the init
+/// mounts anything. Other hierarchies (`name=systemd`, `rdma`, `misc`)
+/// keep the cgroup the supervisor inherited from the daemon.
+pub const MANAGED_V1: [&str; 12] = [
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
+/// One cgroup v1 hierarchy mounted at `<root>/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1Hierarchy {
+    /// Directory name under the cgroup root (`memory`, `systemd`).
+    pub name: String,
+    /// Whether libcontainer creates the container's cgroup in it.
+    pub managed: bool,
+    /// This process's cgroup in it (from `/proc/self/cgroup`).
+    pub own: String,
+}
+
+/// The cgroup v1 hierarchies under `root` (hybrid or legacy layouts), when
+/// each can be bind-mounted into a container on its own: `None` on a
+/// cgroup2-only host, or when controllers are co-mounted (`cpu,cpuacct`
+/// with alias symlinks, which only libcontainer's own mount recreates).
+pub fn v1_hierarchies_in(root: &Path, proc_self_cgroup: &str) -> Option<Vec<V1Hierarchy>> {
+    if is_cgroup2(root) {
+        return None;
+    }
+    let mut own: BTreeMap<&str, &str> = BTreeMap::new();
+    for line in proc_self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        if let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) {
+            if !ctrls.is_empty() {
+                own.insert(ctrls.strip_prefix("name=").unwrap_or(ctrls), path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root).ok()?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ft = e.file_type().ok()?;
+        if ft.is_symlink() || name.contains(',') {
+            return None;
+        }
+        if !ft.is_dir() || name == "unified" {
+            continue;
+        }
+        let is_v1 = nix::sys::statfs::statfs(&e.path())
+            .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC)
+            .unwrap_or(false);
+        if !is_v1 {
+            continue;
+        }
+        let own = own.get(name.as_str())?.to_string();
+        out.push(V1Hierarchy {
+            managed: MANAGED_V1.contains(&name.as_str()),
+            name,
+            own,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    (!out.is_empty()).then_some(out)
+}
+
+/// [`v1_hierarchies_in`] for this host and process.
+pub fn v1_hierarchies() -> Option<Vec<V1Hierarchy>> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    v1_hierarchies_in(Path::new(CGROUP_ROOT), &own)
+}
+
+/// The `cgroup.procs` file of this process's own cgroup, preferring the
+/// cgroup2 hierarchy: `/proc/self/cgroup` (`hier:controllers:path` lines)
+/// against the mounts under `root`. `None` when nothing fits.
+pub fn own_procs_file(root: &Path, proc_self_cgroup: &str) -> Option<PathBuf> {
+    let mut v1 = None;
+    for line in proc_self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(hier), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if hier == "0" && ctrls.is_empty() {
+            let base = if is_cgroup2(root) {
+                root.to_path_buf()
+            } else {
+                root.join("unified")
+            };
+            let f = join_cg(&base, path).join("cgroup.procs");
+            if f.exists() {
+                return Some(f);
+            }
+        } else if v1.is_none() {
+            // `name=systemd` is mounted as `systemd`, `cpu,cpuacct` as one dir.
+            let dir = ctrls.strip_prefix("name=").unwrap_or(ctrls);
+            let f = join_cg(&root.join(dir), path).join("cgroup.procs");
+            if f.exists() {
+                v1 = Some(f);
+            }
+        }
+    }
+    v1
+}
+
+/// Re-writes the calling thread's process into the cgroup it is already
+/// in: a no-op move that still takes the kernel's cgroup attach lock (see
+/// [`prime_attach_forked`]). Errors are ignored.
+fn rewrite_own_cgroup() {
+    if let Some(f) = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|own| own_procs_file(Path::new(CGROUP_ROOT), &own))
+    {
+        // "0" is the writer's own thread group: no pid to race.
+        let _ = std::fs::write(f, "0");
+    }
+}
+
+/// Starts the RCU grace period that creating a container (or an exec) is
+/// about to wait for, so that the wait overlaps other work instead of
+/// adding to it. For the single-threaded supervisor, a few ms before
+/// libcontainer's intermediate process attaches itself to the container's
+/// cgroups.
+///
+/// Every `cgroup.procs` write takes the kernel's global threadgroup rwsem
+/// for writing, and a writer first waits for an RCU grace period (7-15 ms
+/// here) unless another writer passed one less than a grace period ago.
+/// A forked child re-writes itself into the cgroup it is already in (a
+/// no-op move, which still takes the rwsem) and exits; the intermediate's
+/// write then finds the grace period passed, or waits only for its rest.
+/// The child is reaped with the supervisor's other children.
+pub fn prime_attach_forked() {
+    // SAFETY: the caller is single-threaded; the child reads two files,
+    // writes one and leaves with `_exit`.
+    if unsafe { libc::fork() } == 0 {
+        rewrite_own_cgroup();
+        unsafe { libc::_exit(0) }
+    }
+}
+
+/// [`prime_attach_forked`] for the (multi-threaded) daemon, earlier in a
+/// start: one long-lived thread does the writes; requests made while one
+/// is pending coalesce. With both, the grace period starts when the daemon
+/// begins a start and the supervisor's write keeps it passed until its
+/// intermediate process writes, however long the supervisor takes.
+pub fn prime_attach_background() {
+    use std::sync::mpsc::{sync_channel, SyncSender};
+    use std::sync::{Mutex, OnceLock};
+    static PRIMER: OnceLock<Option<Mutex<SyncSender<()>>>> = OnceLock::new();
+    let tx = PRIMER.get_or_init(|| {
+        let (tx, rx) = sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("cgroup-primer".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    rewrite_own_cgroup();
+                }
+            })
+            .ok()?;
+        Some(Mutex::new(tx))
+    });
+    if let Some(Ok(tx)) = tx.as_ref().map(|t| t.lock()) {
+        // Full: a prime is already pending, which serves this start too.
+        let _ = tx.try_send(());
+    }
+}
+
 /// The system calls teardown needs, so its keep-going logic is testable.
 pub trait CgroupSys {
     fn read_procs(&self, dir: &Path) -> Option<Vec<i32>>;
@@ -231,6 +406,31 @@ mod tests {
             cgroup_dir("/shibafu/x", "pids"),
             PathBuf::from("/sys/fs/cgroup/pids/shibafu/x")
         );
+    }
+
+    #[test]
+    fn own_cgroup_and_v1_layouts() {
+        let root = tempfile::tempdir().unwrap();
+        let own = "9:name=systemd:/init.scope\n4:memory:/m\n0::/daemon\n";
+        std::fs::create_dir_all(root.path().join("memory/m")).unwrap();
+        std::fs::write(root.path().join("memory/m/cgroup.procs"), "").unwrap();
+        // No cgroup2 dir: the first v1 hierarchy whose dir exists.
+        assert_eq!(
+            own_procs_file(root.path(), own),
+            Some(root.path().join("memory/m/cgroup.procs"))
+        );
+        std::fs::create_dir_all(root.path().join("unified/daemon")).unwrap();
+        std::fs::write(root.path().join("unified/daemon/cgroup.procs"), "").unwrap();
+        assert_eq!(
+            own_procs_file(root.path(), own),
+            Some(root.path().join("unified/daemon/cgroup.procs"))
+        );
+        assert_eq!(own_procs_file(root.path(), "garbage"), None);
+        // Plain directories are not cgroup mounts; co-mounts need
+        // libcontainer's own mount (alias symlinks).
+        assert_eq!(v1_hierarchies_in(root.path(), own), None);
+        std::os::unix::fs::symlink("cpu,cpuacct", root.path().join("cpu")).unwrap();
+        assert_eq!(v1_hierarchies_in(root.path(), own), None);
     }
 
     #[test]

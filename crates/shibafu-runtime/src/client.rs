@@ -6,7 +6,6 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -70,6 +69,8 @@ pub async fn spawn(
     cfg: &RunConfig,
     dirs: &SupervisorDirs,
 ) -> Result<Supervisor, ClientError> {
+    // The intermediate process's cgroup attach comes 5-20 ms from now.
+    crate::cgroups::prime_attach_background();
     let exe = exe.to_path_buf();
     let cfg = cfg.clone();
     let dirs = dirs.clone();
@@ -117,7 +118,12 @@ fn spawn_blocking(
             what: "pipe".into(),
             err: e.into(),
         })?;
-    let wfd = ready_w.as_raw_fd();
+    // No `pre_exec`: std then spawns with posix_spawn (vfork), not fork. A
+    // fork of the daemon copied its page tables (and COW-faulted its
+    // threads afterwards): ~1/3 of the daemon's CPU per start. The
+    // supervisor detaches itself (fork, setsid) first thing; the ready
+    // pipe is its stdout, so no descriptor of it leaks into processes
+    // other threads spawn meanwhile.
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("supervise")
         .arg("--bundle")
@@ -127,33 +133,17 @@ fn spawn_blocking(
         .arg("--runtime-root")
         .arg(&dirs.runtime_root)
         .arg("--ready-fd")
-        .arg(wfd.to_string())
+        .arg("1")
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(ready_w))
         .stderr(std::process::Stdio::null())
         .current_dir("/");
-    // SAFETY: only async-signal-safe calls (fcntl, setsid, fork, _exit).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(wfd, libc::F_SETFD, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            match libc::fork() {
-                -1 => Err(io::Error::last_os_error()),
-                0 => Ok(()),
-                _ => libc::_exit(0),
-            }
-        });
-    }
     let mut child = cmd
         .spawn()
         .map_err(cio(format!("starting {}", exe.display())))?;
-    drop(ready_w);
-    let _ = child.wait();
+    // Closes the daemon's write end (moved into `cmd`) before reading.
     drop(cmd);
+    let _ = child.wait();
 
     let data = read_ready_line(ready_r, dirs);
     match serde_json::from_slice::<Ready>(data.trim_ascii_end()) {

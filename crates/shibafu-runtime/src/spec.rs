@@ -90,6 +90,9 @@ pub struct HostInfo {
     pub tini: Option<PathBuf>,
     /// Device nodes under the host's /dev (used only when privileged).
     pub devices: Vec<HostDevice>,
+    /// The cgroup v1 hierarchies to bind into containers one by one (see
+    /// [`cgroup_mounts`]); `None`: libcontainer's own cgroup mount.
+    pub cgroup_v1: Option<Vec<crate::cgroups::V1Hierarchy>>,
 }
 
 impl HostInfo {
@@ -108,6 +111,7 @@ impl HostInfo {
             arch: seccomp::native_arch().to_string(),
             tini: Some(PathBuf::from(TINI_PATH)).filter(|p| p.is_file()),
             devices: Vec::new(),
+            cgroup_v1: crate::cgroups::v1_hierarchies(),
         }
     }
 }
@@ -408,6 +412,47 @@ fn default_mounts(privileged: bool) -> Vec<Value> {
     ]
 }
 
+/// `/sys/fs/cgroup` on a cgroup v1 host as binds: a tmpfs, then each
+/// hierarchy's directory of the container (created by libcontainer's
+/// intermediate process before the init mounts) or, for hierarchies
+/// libcontainer does not manage, the one inherited from the daemon. That
+/// is what the container's cgroup namespace shows there, and what runc
+/// mounts for Docker on v1 hosts, read-only unless privileged.
+///
+/// libcontainer's own `cgroup` mount builds the same tree from a new
+/// cgroup superblock per hierarchy (each torn down again at exit) with a
+/// pathrs walk and a mountinfo read per hierarchy, ~0.5 ms each here, and
+/// leaves the hierarchies writable, so a container's root could raise its
+/// own limits.
+fn cgroup_mounts(
+    v1: &[crate::cgroups::V1Hierarchy],
+    cgroups_path: &str,
+    privileged: bool,
+) -> Vec<Value> {
+    let root = Path::new(crate::cgroups::CGROUP_ROOT);
+    let mut out = vec![
+        json!({"destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs",
+                              "options": ["nosuid", "noexec", "nodev", "mode=755"]}),
+    ];
+    for h in v1 {
+        let path = if h.managed {
+            cgroups_path
+        } else {
+            h.own.as_str()
+        };
+        let source = root.join(&h.name).join(path.trim_start_matches('/'));
+        let mut opts = vec!["bind", "nosuid", "noexec", "nodev"];
+        if !privileged {
+            opts.push("ro");
+        }
+        out.push(
+            json!({"destination": format!("/sys/fs/cgroup/{}", h.name), "type": "bind",
+                        "source": source, "options": opts}),
+        );
+    }
+    out
+}
+
 fn user_mount(m: &crate::config::MountConfig) -> Result<Value, SpecError> {
     if !m.destination.starts_with('/') {
         return Err(SpecError::Invalid {
@@ -576,6 +621,16 @@ pub fn build_spec_json(cfg: &RunConfig, host: &HostInfo) -> Result<Value, SpecEr
     let user = resolve_user_in_rootfs(&cfg.rootfs, &cfg.process.user)?;
 
     let mut mounts = default_mounts(sec.privileged);
+    if let Some(v1) = &host.cgroup_v1 {
+        let at = mounts
+            .iter()
+            .position(|m| m["destination"] == "/sys/fs/cgroup")
+            .unwrap_or(mounts.len());
+        mounts.splice(
+            at..(at + 1).min(mounts.len()),
+            cgroup_mounts(v1, &cgroups_path(cfg), sec.privileged),
+        );
+    }
     let mut extra = Vec::new();
     if cfg.init {
         let tini = match &cfg.init_path {
@@ -593,7 +648,16 @@ pub fn build_spec_json(cfg: &RunConfig, host: &HostInfo) -> Result<Value, SpecEr
         extra.push(user_mount(m)?);
     }
     // A user mount on a default destination (e.g. /dev/shm) replaces it.
-    mounts.retain(|d| !extra.iter().any(|e| e["destination"] == d["destination"]));
+    // (/sys/fs/cgroup with the hierarchies below it.)
+    mounts.retain(|d| {
+        !extra.iter().any(|e| {
+            e["destination"] == d["destination"]
+                || (e["destination"] == "/sys/fs/cgroup"
+                    && d["destination"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with("/sys/fs/cgroup/")))
+        })
+    });
     mounts.extend(extra);
 
     let mut namespaces = vec![
@@ -732,6 +796,7 @@ mod tests {
                 uid: 0,
                 gid: 0,
             }],
+            cgroup_v1: None,
         }
     }
 
@@ -768,6 +833,77 @@ mod tests {
 
     fn caps_of(v: &Value, set: &str) -> Vec<String> {
         serde_json::from_value(v["process"]["capabilities"][set].clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn cgroup_v1_hierarchies_are_bound_one_by_one() {
+        use crate::cgroups::V1Hierarchy;
+        let r = rootfs();
+        let mut c = cfg(r.path());
+        let mut h = host();
+        h.cgroup_v1 = Some(vec![
+            V1Hierarchy {
+                name: "memory".into(),
+                managed: true,
+                own: "/machine/x".into(),
+            },
+            V1Hierarchy {
+                name: "systemd".into(),
+                managed: false,
+                own: "/init.scope".into(),
+            },
+        ]);
+        let v = build_spec_json(&c, &h).unwrap();
+        let ms = v["mounts"].as_array().unwrap();
+        let at = ms
+            .iter()
+            .position(|m| m["destination"] == "/sys/fs/cgroup")
+            .unwrap();
+        assert_eq!(ms[at]["type"], "tmpfs");
+        assert_eq!(ms[at + 1]["destination"], "/sys/fs/cgroup/memory");
+        assert_eq!(ms[at + 1]["source"], "/sys/fs/cgroup/memory/shibafu/abc");
+        assert!(ms[at + 1]["options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("ro")));
+        assert_eq!(ms[at + 2]["source"], "/sys/fs/cgroup/systemd/init.scope");
+        assert_eq!(ms[at + 3]["destination"], "/dev/mqueue");
+        let _: Spec = serde_json::from_value(v).unwrap();
+
+        c.security.privileged = true;
+        let v = build_spec_json(&c, &h).unwrap();
+        let m = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys/fs/cgroup/memory")
+            .unwrap()
+            .clone();
+        assert!(!m["options"].as_array().unwrap().contains(&json!("ro")));
+
+        // A user mount on /sys/fs/cgroup replaces the whole tree.
+        c.security.privileged = false;
+        c.mounts = vec![MountConfig {
+            kind: MountKind::Tmpfs,
+            source: PathBuf::new(),
+            destination: "/sys/fs/cgroup".into(),
+            read_only: false,
+            options: vec![],
+        }];
+        let v = build_spec_json(&c, &h).unwrap();
+        let under: Vec<_> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| {
+                m["destination"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("/sys/fs/cgroup")
+            })
+            .collect();
+        assert_eq!(under.len(), 1);
+        assert_eq!(under[0]["type"], "tmpfs");
     }
 
     #[test]

@@ -106,7 +106,48 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
+    let report = |ready: &mut Option<std::fs::File>, r: &Ready| {
+        if let Some(mut f) = ready.take() {
+            use std::io::Write;
+            let mut line = serde_json::to_vec(r).unwrap_or_default();
+            line.push(b'\n');
+            let _ = f.write_all(&line);
+            // A standard descriptor (the daemon passes the pipe as stdout)
+            // becomes /dev/null rather than free: the next pipe opened
+            // would take its number, and libcontainer's dup2-then-close of
+            // a child's stdio onto the same number would close it.
+            let fd = f.as_raw_fd();
+            if fd <= 2 {
+                if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                    let _ = f.into_raw_fd();
+                }
+            }
+        }
+    };
+    // Never the daemon's child, so the daemon's death neither signals nor
+    // reaps it: the process the daemon started forks and exits, the child
+    // leads a new session.
+    match unsafe { libc::fork() } {
+        0 => {
+            unsafe { libc::setsid() };
+        }
+        -1 => {
+            let mut ready = a
+                .ready_fd
+                .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+            let e = io::Error::last_os_error();
+            report(
+                &mut ready,
+                &Ready::Failed(format!("detaching the supervisor: {e}")),
+            );
+            return 1;
+        }
+        _ => unsafe { libc::_exit(0) },
+    }
     close_other_fds(a.ready_fd);
+    // The intermediate process attaches to the cgroups ~10 ms from now.
+    crate::cgroups::prime_attach_forked();
     // Keep the pipe out of the container's process once it execs.
     if let Some(fd) = a.ready_fd {
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -115,15 +156,6 @@ pub fn main(args: &[String]) -> i32 {
         .ready_fd
         .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
     let _ = std::env::set_current_dir("/");
-    let report = |ready: &mut Option<std::fs::File>, r: &Ready| {
-        if let Some(f) = ready.take() {
-            use std::io::Write;
-            let mut f = f;
-            let mut line = serde_json::to_vec(r).unwrap_or_default();
-            line.push(b'\n');
-            let _ = f.write_all(&line);
-        }
-    };
     match Supervisor::create(&a.dirs) {
         Ok(mut sup) => {
             report(
@@ -1417,6 +1449,8 @@ impl Supervisor {
                 &self.cfg.id[..self.cfg.id.len().min(12)]
             ));
         }
+        // The exec's intermediate process attaches to the cgroups too.
+        crate::cgroups::prime_attach_forked();
         let host = self.host.get_or_insert_with(HostInfo::detect).clone();
         let mut process =
             crate::spec::exec_process(&self.cfg, &spec, &host).map_err(|e| e.to_string())?;

@@ -86,9 +86,22 @@ pub fn main(argv: &[OsString]) -> i32 {
         return 0;
     }
     init_tracing(&cfg);
+    // glibc gives each contending thread its own malloc arena (up to 8 per
+    // core); the runtime's short-lived blocking threads (store commits,
+    // supervisor spawns) would each leave one partly touched. Two arenas
+    // keep the daemon's idle RSS at its live data. Before any thread exists.
+    // SAFETY: plain libc call, single-threaded here.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("shibafu-daemon")
+        // Short slices: DNS answers and API replies are not kept waiting
+        // behind a busy host's long-running tasks (see sched.rs).
+        .on_thread_start(|| {
+            if let Err(e) = crate::sched::request_slice(crate::sched::DAEMON_SLICE_NS) {
+                tracing::debug!("short scheduler slice not set: {e}");
+            }
+        })
         .build()
     {
         Ok(rt) => rt,

@@ -5,6 +5,7 @@
 mod config;
 mod daemon;
 mod image_events;
+mod sched;
 
 use std::ffi::OsString;
 
@@ -21,7 +22,13 @@ fn main() {
                 .collect();
             shibafu_runtime::supervisor::main(&rest)
         }
-        _ => shibafu_cli::main(args),
+        _ => {
+            // The CLI's wall time on a busy host is mostly waiting to be
+            // scheduled at each wake-up (exec, the daemon's reply); a short
+            // slice lets it preempt at once (see sched.rs). Best effort.
+            let _ = sched::request_slice(sched::DAEMON_SLICE_NS);
+            shibafu_cli::main(args)
+        }
     };
     std::process::exit(code);
 }
