@@ -526,9 +526,7 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
                 Err(e) => tracing::warn!("deleting {n}: {e} (reconcile removes it)"),
             }
         });
-        let mut r = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
-        r.retain(|_, t| !t.is_finished());
-        r.insert(name, task);
+        self.track_retiring(name, task);
     }
 
     /// Delete a container's host veth on one network in the background,
@@ -556,6 +554,12 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
                 tracing::warn!("releasing the addresses of {cid} on {net}: {e}");
             }
         });
+        self.track_retiring(name, task);
+    }
+
+    /// Remember the background deletion of link `name`, dropping the
+    /// finished ones.
+    fn track_retiring(&self, name: String, task: tokio::task::JoinHandle<()>) {
         let mut r = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
         r.retain(|_, t| !t.is_finished());
         r.insert(name, task);

@@ -389,6 +389,19 @@ fn words(v6: bool) -> i16 {
         1
     }
 }
+/// Copies the context's (R6) address at offset `ip` into the 16-byte stack
+/// slot at `dst`: an IPv4 address is its first word, the others zero.
+fn store_ctx_addr(a: &mut Asm, v6: bool, ip: i16, dst: i16) {
+    for w in 0..4 {
+        if w < words(v6) {
+            a.push(ldx(Size::W, R1, R6, ip + 4 * w))
+                .push(stx(Size::W, FP, dst + 4 * w, R1));
+        } else {
+            a.push(st(Size::W, FP, dst + 4 * w, 0));
+        }
+    }
+}
+
 /// The context offset of the destination/peer address.
 fn ctx_addr(v6: bool) -> i16 {
     if v6 {
@@ -434,18 +447,7 @@ pub fn connect_program(v6: bool, netns: u64, services: RawFd, reverse: RawFd) ->
         .push(stx(Size::B, FP, KEY + KEY_PROTO, R1))
         .push(ldx(Size::W, R1, R6, ctx::USER_PORT))
         .push(stx(Size::H, FP, KEY + KEY_PORT, R1));
-    for w in 0..4 {
-        if w < words(v6) {
-            a.push(ldx(Size::W, R1, R6, ip + 4 * w)).push(stx(
-                Size::W,
-                FP,
-                KEY + KEY_ADDR + 4 * w,
-                R1,
-            ));
-        } else {
-            a.push(st(Size::W, FP, KEY + KEY_ADDR + 4 * w, 0));
-        }
-    }
+    store_ctx_addr(&mut a, v6, ip, KEY + KEY_ADDR);
     // Exact address first ...
     a.extend(ld_map_fd(R1, services))
         .push(mov64_reg(R2, FP))
@@ -464,17 +466,8 @@ pub fn connect_program(v6: bool, netns: u64, services: RawFd, reverse: RawFd) ->
     // R7 = the backend (map value), kept across helper calls.
     a.label("found").push(mov64_reg(R7, R0));
     // The reverse record: what the app asked for, and where it now goes.
+    store_ctx_addr(&mut a, v6, ip, REV + REV_ORIG_ADDR);
     for w in 0..4 {
-        if w < words(v6) {
-            a.push(ldx(Size::W, R1, R6, ip + 4 * w)).push(stx(
-                Size::W,
-                FP,
-                REV + REV_ORIG_ADDR + 4 * w,
-                R1,
-            ));
-        } else {
-            a.push(st(Size::W, FP, REV + REV_ORIG_ADDR + 4 * w, 0));
-        }
         a.push(ldx(Size::W, R1, R7, VAL_ADDR + 4 * w)).push(stx(
             Size::W,
             FP,
