@@ -974,7 +974,15 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
         // its address first (refused here) or finds no plan. Not synced:
         // the record's removal below is, and reconcile removes a plan
         // that belongs to no network.
-        match self.ipam.remove_network_unsynced(&rec.id) {
+        let mut removed = self.ipam.remove_network_unsynced(&rec.id);
+        if matches!(removed, Err(IpamError::NetworkInUse { .. })) && self.retiring_any() {
+            // Addresses of removed containers are released only once their
+            // veths are gone (`retire_veth`): `rm -f c && network rm n`
+            // must not see them as users.
+            self.settle_retiring().await;
+            removed = self.ipam.remove_network_unsynced(&rec.id);
+        }
+        match removed {
             Ok(()) => {}
             Err(IpamError::NetworkInUse { containers, .. }) => return Err(in_use(containers)),
             Err(e) => return Err(e.into()),
@@ -2083,6 +2091,26 @@ mod tests {
         let eps = n.attach_netns(&c2, ns, r2, vec![]).await.unwrap();
         assert_eq!(eps[0].addresses[0].to_string(), "172.21.0.10/24");
         assert!(!link_names(&n).contains(&host_veth_name("c1", &eps[0].network_id)));
+    }
+
+    #[tokio::test]
+    async fn a_network_can_be_removed_right_after_its_last_container() {
+        let d = tempfile::tempdir().unwrap();
+        let n = open_at(d.path(), LinkState::default());
+        n.create_network(create("frontend", Some("172.21.0.0/24")))
+            .await
+            .unwrap();
+        let ns = Path::new("/proc/1/ns/net");
+        n.attach_netns("c1", ns, vec![EndpointRequest::new("frontend")], vec![])
+            .await
+            .unwrap();
+        assert!(n.detach("c1").await.is_empty());
+        // c1's address is released only after its veth is gone, which on
+        // this single-threaded runtime has not happened yet; `network rm`
+        // waits for it instead of reporting c1 as a user.
+        assert!(n.retiring_any());
+        n.remove_network("frontend").await.unwrap();
+        assert!(n.store.resolve("frontend").is_err());
     }
 
     #[tokio::test]
