@@ -44,6 +44,7 @@ pub mod status;
 pub mod store;
 mod system;
 mod top;
+mod topdir;
 pub mod views;
 mod volumes;
 
@@ -182,6 +183,17 @@ impl Engine {
             cfg.exec_root.join("runtime"),
         ] {
             std::fs::create_dir_all(&d).map_err(|e| EngineError::io(d.display(), e))?;
+        }
+        // Each container's trees in an allocation group of their own (see
+        // topdir.rs); only a hint, so a failure is logged, not fatal.
+        for d in [
+            cfg.data_root.join("containers"),
+            cfg.exec_root.join("containers"),
+            cfg.exec_root.join("runtime"),
+        ] {
+            if let Err(e) = topdir::mark(&d) {
+                tracing::warn!("{}: setting the TOPDIR attribute: {e}", d.display());
+            }
         }
         let store = Store::open(&cfg.data_root.join("state.redb"))?;
         let daemon_id = system::daemon_id(&cfg.data_root)?;
