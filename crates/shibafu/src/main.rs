@@ -1,7 +1,7 @@
 //! The one `shibafu` binary: the CLI, `shibafu daemon`, and the hidden
 //! per-container `shibafu supervise` process (the daemon re-executes this same
 //! binary so supervisor and daemon can never disagree on versions).
-#![no_main]
+#![cfg_attr(not(test), no_main)]
 
 // No std runtime start (`lang_start`): it reads /proc/self/maps (glibc's
 // pthread_getattr_np for the main thread's stack guard) and sets up an
@@ -16,13 +16,18 @@ mod daemon;
 mod image_events;
 mod sched;
 
-use std::ffi::OsString;
-
+// (Unit tests keep the test harness's own main.)
+#[cfg(not(test))]
 #[no_mangle]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    run()
+}
+
+#[cfg_attr(test, allow(dead_code))]
+fn run() -> libc::c_int {
     // SAFETY: setting a signal disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let args: Vec<OsString> = std::env::args_os().collect();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let code = match args.get(1).and_then(|a| a.to_str()) {
         Some("daemon") => daemon::main(&args),
         Some("supervise") => {
