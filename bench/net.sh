@@ -23,7 +23,7 @@
 # --dns 127.0.0.53, so no DNS leaves the machine; all traffic stays inside each
 # engine's namespace. Everything is removed at the end. Not part of .ci/run.
 #
-# usage: bench/net.sh [--engines shibafu,docker,podman] [--runs 15] [--concurrent 20] [--mib 512] [--tput-runs 5]
+# usage: bench/net.sh [--engines shibafu,docker,podman] [--runs 15] [--concurrent 20] [--mib 1024] [--tput-runs 9]
 #                     [--only netcreate,single,concurrent,tput,manyports]
 #   --only: run just these measurements (default: all); with only netcreate no
 #           image is built or imported.
@@ -35,8 +35,8 @@ repo=$(cd "$here/.." && pwd)
 engines="shibafu,docker,podman"
 runs=15
 concurrent=20
-mib=512
-tput_runs=5
+mib=1024
+tput_runs=9
 only="netcreate,single,concurrent,tput,manyports"
 while (($#)); do
     case $1 in
