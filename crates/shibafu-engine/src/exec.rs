@@ -383,6 +383,7 @@ impl Engine {
         let eng = self.arc();
         let ex = exec.clone();
         let rec2 = rec.clone();
+        let (exited_tx, exited_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let code = proc.wait().await;
             {
@@ -395,6 +396,7 @@ impl Engine {
                 &rec2,
                 &[("execID", ex.id.clone()), ("exitCode", code.to_string())],
             );
+            let _ = exited_tx.send(());
         });
         if detach {
             return Ok(None);
@@ -403,6 +405,11 @@ impl Engine {
             stdin: None,
             output: Box::pin(futures::stream::empty()),
         });
+        // The stream ends only once the exit code is recorded: the docker
+        // CLI reads it with one exec inspect as soon as the stream closes,
+        // and the process's output can end before its exit status arrives
+        // (a `docker exec c false` must never report 0).
+        let exited = futures::stream::once(exited_rx).filter_map(|_| async { None });
         Ok(Some(AttachStreams {
             tty,
             stdin: if cfg.attach_stdin.unwrap_or(false) {
@@ -410,7 +417,7 @@ impl Engine {
             } else {
                 None
             },
-            output: stdio.output,
+            output: Box::pin(stdio.output.chain(exited)),
         }))
     }
 

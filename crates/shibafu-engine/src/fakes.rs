@@ -214,6 +214,9 @@ impl ExecProcess for FakeExec {
         Ok(())
     }
     async fn wait(&self) -> i64 {
+        // The exit status comes after the output has ended, as it can from
+        // a real supervisor.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         self.code
     }
 }

@@ -597,16 +597,30 @@ async fn exec_and_attach_before_start() {
         .unwrap();
     let out: Vec<_> = s.output.collect().await;
     assert_eq!(&out[0].data[..], b"ran ls /\n");
-    let ex2 = ex.id.clone();
-    let e2 = e.clone();
-    eventually(move || {
-        let e = e2.clone();
-        let id = ex2.clone();
-        Box::pin(async move { e.exec_inspect(&id).await.unwrap().exit_code == Some(0) })
-    })
-    .await;
+    // the exit code is there as soon as the stream has ended (the docker
+    // CLI inspects once, right then)
+    assert_eq!(e.exec_inspect(&ex.id).await.unwrap().exit_code, Some(0));
+    let failing = e
+        .exec_create(
+            "xx",
+            ExecConfig {
+                cmd: Some(vec!["false".into()]),
+                attach_stdout: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let s = e
+        .exec_start(&failing.id, ExecStartConfig::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let _: Vec<_> = s.output.collect().await;
+    let i = e.exec_inspect(&failing.id).await.unwrap();
+    assert_eq!((i.running, i.exit_code), (Some(false), Some(1)));
     let i = e.container_inspect("xx", false).await.unwrap();
-    assert_eq!(i.exec_ids.unwrap(), vec![ex.id.clone()]);
+    assert_eq!(i.exec_ids.unwrap(), vec![ex.id.clone(), failing.id.clone()]);
     assert!(matches!(
         e.exec_start(&ex.id, ExecStartConfig::default()).await,
         Err(ApiError::Conflict(_))

@@ -2063,13 +2063,19 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test]
-    async fn a_static_address_is_free_again_right_after_detach() {
-        let d = tempfile::tempdir().unwrap();
-        let n = open_at(d.path(), LinkState::default());
+    /// A store with network "frontend" (172.21.0.0/24).
+    async fn with_frontend(d: &Path) -> Nets {
+        let n = open_at(d, LinkState::default());
         n.create_network(create("frontend", Some("172.21.0.0/24")))
             .await
             .unwrap();
+        n
+    }
+
+    #[tokio::test]
+    async fn a_static_address_is_free_again_right_after_detach() {
+        let d = tempfile::tempdir().unwrap();
+        let n = with_frontend(d.path()).await;
         let ns = Path::new("/proc/1/ns/net");
         let want = |c: &str| {
             (
@@ -2096,10 +2102,7 @@ mod tests {
     #[tokio::test]
     async fn a_network_can_be_removed_right_after_its_last_container() {
         let d = tempfile::tempdir().unwrap();
-        let n = open_at(d.path(), LinkState::default());
-        n.create_network(create("frontend", Some("172.21.0.0/24")))
-            .await
-            .unwrap();
+        let n = with_frontend(d.path()).await;
         let ns = Path::new("/proc/1/ns/net");
         n.attach_netns("c1", ns, vec![EndpointRequest::new("frontend")], vec![])
             .await
