@@ -180,6 +180,9 @@ bench_manyports() { # engine (shibafu only: 1000 publishes are 1000 docker-proxy
             big=$("cli_$e" run -d --network benchnet -p 20000-20999:20000-20999 busybox sleep 600)
         fi
         "cli_$e" rm -f "$("cli_$e" run -d --network benchnet -p 19999:80 busybox sleep 600)" >/dev/null # warm-up
+        # the previous phase's removals finish in the background (veths,
+        # dirs): let them, so neither case is timed against the other's teardown
+        sleep 1
         : > "$W/ports.$e.$kind"
         ids=()
         for ((i = 0; i < runs; i++)); do

@@ -146,6 +146,9 @@ pub(crate) fn container_ports(
     svc: &crate::services::ServiceLabels,
 ) -> Vec<(u16, Proto)> {
     let mut out: Vec<(u16, Proto)> = Vec::new();
+    // A set beside the list: a container may publish a thousand ports, and
+    // this runs for every container at every table rebuild.
+    let mut seen: std::collections::HashSet<(u16, Proto)> = std::collections::HashSet::new();
     let exposed = rec
         .config
         .exposed_ports
@@ -164,12 +167,12 @@ pub(crate) fn container_ports(
         let (Ok(port), Ok(proto)) = (port.parse::<u16>(), proto.parse::<Proto>()) else {
             continue;
         };
-        if !out.contains(&(port, proto)) {
+        if seen.insert((port, proto)) {
             out.push((port, proto));
         }
     }
     for p in &svc.ports {
-        if !out.contains(p) {
+        if seen.insert(*p) {
             out.push(*p);
         }
     }

@@ -382,8 +382,8 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
     /// -> its endpoint there.
     pub fn network_endpoints(&self, network_id: &str) -> Result<BTreeMap<String, Endpoint>> {
         let mut out = BTreeMap::new();
-        for (cid, c) in self.store.containers()? {
-            if let Some(e) = c.endpoints.into_iter().find(|e| e.network_id == network_id) {
+        for (cid, eps) in self.store.container_endpoints()? {
+            if let Some(e) = eps.into_iter().find(|e| e.network_id == network_id) {
                 out.insert(cid, e);
             }
         }

@@ -330,6 +330,25 @@ impl NetworkStore {
         Ok(out)
     }
 
+    /// Every container's endpoints, by container id: [`Self::containers`]
+    /// without building the published ports (a container may have a
+    /// thousand; the DNS table is rebuilt from this at every start).
+    pub fn container_endpoints(&self) -> Result<BTreeMap<String, Vec<Endpoint>>> {
+        #[derive(Deserialize)]
+        struct EndpointsOnly {
+            endpoints: Vec<Endpoint>,
+        }
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(CONTAINERS).map_err(err)?;
+        let mut out = BTreeMap::new();
+        for row in t.iter().map_err(err)? {
+            let (k, v) = row.map_err(err)?;
+            let c: EndpointsOnly = decode(v.value())?;
+            out.insert(k.value().to_string(), c.endpoints);
+        }
+        Ok(out)
+    }
+
     /// Record that shibafu is about to create `bridge` for `network_id`.
     pub fn own_bridge(&self, bridge: &str, network_id: &str) -> Result<()> {
         let tx = self.db.begin_write().map_err(err)?;

@@ -340,9 +340,18 @@ async fn run(cfg: Config) -> Result<()> {
         exec_root = %exec_root.display(),
         "shibafu daemon ready"
     );
-    shibafu_api::server::serve(listener, backends, shutdown_signal())
-        .await
-        .context("API server failed")?;
+    // On a runtime worker, not on this block_on thread: a connection
+    // accepted there is spawned into the same worker's queue and served at
+    // once, where one accepted here woke the I/O driver's thread, then this
+    // one, then a worker (two cross-thread wake-ups per CLI command).
+    tokio::spawn(shibafu_api::server::serve(
+        listener,
+        backends,
+        shutdown_signal(),
+    ))
+    .await
+    .context("API server task")?
+    .context("API server failed")?;
     tracing::info!("shutting down; containers keep running under their supervisors");
     firewall_watch.abort();
     dns_watch.abort();
