@@ -130,6 +130,7 @@ for e in shibafu docker podman; do
     "start_$e"
     import_image "$e"
 done
+settle
 for e in shibafu docker podman; do has "$e" && bench_single "$e"; done
 for e in shibafu docker podman; do has "$e" && bench_concurrent "$e"; done
 for e in shibafu docker podman; do has "$e" && bench_rss "$e"; done

@@ -281,3 +281,19 @@ declare -A R=()
 val() { echo "${R[$1]:-}"; }
 ratio() { [[ -n $1 && -n $2 && $2 != 0 ]] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3fx", a / b }' || echo "-"; }
 cell_ms() { [[ -n $1 ]] && ms "$1" || echo "-"; }
+
+# Wait (at most 15 s) until the machine is idle: the CPUs over 90% idle for a
+# 0.5 s window. dockerd and containerd go on working for seconds after their
+# socket appears; without this the first engine measured shares its CPUs with
+# the others' start-up.
+cpu_idle_total() { awk '/^cpu / { t = 0; for (f = 2; f <= NF; f++) t += $f; print $5 + $6, t }' /proc/stat; }
+settle() {
+    local i i0 t0 i1 t1
+    for ((i = 0; i < 30; i++)); do
+        read -r i0 t0 < <(cpu_idle_total)
+        sleep 0.5
+        read -r i1 t1 < <(cpu_idle_total)
+        (((i1 - i0) * 10 >= (t1 - t0) * 9)) && return 0
+    done
+    log "machine still busy after 15 s; measuring anyway"
+}

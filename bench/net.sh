@@ -240,6 +240,7 @@ for e in shibafu docker podman; do
     import_image "$e"
     "cli_$e" network create benchnet >/dev/null
 done
+settle
 if wants netcreate; then for e in shibafu docker podman; do has "$e" && bench_netcreate "$e"; done; fi
 if wants single; then for e in shibafu docker podman; do has "$e" && bench_single "$e"; done; fi
 if wants concurrent; then for e in shibafu docker podman; do has "$e" && bench_concurrent "$e"; done; fi
