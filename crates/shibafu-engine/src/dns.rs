@@ -7,7 +7,7 @@
 //! network create/destroy). Changes that arrive while a rebuild runs are
 //! coalesced into one more rebuild.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -148,7 +148,7 @@ pub(crate) fn container_ports(
     let mut out: Vec<(u16, Proto)> = Vec::new();
     // A set beside the list: a container may publish a thousand ports, and
     // this runs for every container at every table rebuild.
-    let mut seen: std::collections::HashSet<(u16, Proto)> = std::collections::HashSet::new();
+    let mut seen: HashSet<(u16, Proto)> = HashSet::new();
     let exposed = rec
         .config
         .exposed_ports
@@ -388,16 +388,22 @@ impl DnsService {
     fn snapshot(&self) -> Snapshot {
         let served = self.server.networks();
         let containers = self.engine.containers();
+        // One read of the network store for all served networks.
+        let served_ids: HashSet<&str> = served.iter().map(|n| n.id.as_str()).collect();
         let mut endpoints: HashMap<String, Vec<NetEndpoint>> = HashMap::new();
-        for n in &served {
-            match self.nets.network_endpoints(&n.id) {
-                Ok(eps) => {
-                    for (cid, e) in eps {
-                        endpoints.entry(cid).or_default().push(e);
+        match self.nets.container_endpoints() {
+            Ok(all) => {
+                for (cid, eps) in all {
+                    let eps: Vec<NetEndpoint> = eps
+                        .into_iter()
+                        .filter(|e| served_ids.contains(e.network_id.as_str()))
+                        .collect();
+                    if !eps.is_empty() {
+                        endpoints.insert(cid, eps);
                     }
                 }
-                Err(e) => tracing::warn!(network = %n.id, error = %e, "DNS: reading endpoints"),
             }
+            Err(e) => tracing::warn!(error = %e, "DNS: reading endpoints"),
         }
         Snapshot {
             containers,

@@ -380,6 +380,12 @@ impl<L: LinkOps, R: NftRunner, P: PortProbe> BridgeNetworks<L, R, P> {
 
     /// The containers on a network (inspect's `Containers`): container id
     /// -> its endpoint there.
+    /// Every container's endpoints on every network, by container ID (one
+    /// read of the store, for callers that want several networks).
+    pub fn container_endpoints(&self) -> Result<BTreeMap<String, Vec<Endpoint>>> {
+        Ok(self.store.container_endpoints()?)
+    }
+
     pub fn network_endpoints(&self, network_id: &str) -> Result<BTreeMap<String, Endpoint>> {
         let mut out = BTreeMap::new();
         for (cid, eps) in self.store.container_endpoints()? {

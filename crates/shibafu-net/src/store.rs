@@ -320,6 +320,12 @@ impl NetworkStore {
 
     /// Every container's networking, by container id.
     pub fn containers(&self) -> Result<BTreeMap<String, ContainerNet>> {
+        self.container_rows()
+    }
+
+    /// Every row of the containers table, decoded as `T` (a view of
+    /// [`ContainerNet`]; fields it lacks are skipped, not built).
+    fn container_rows<T: serde::de::DeserializeOwned>(&self) -> Result<BTreeMap<String, T>> {
         let tx = self.db.begin_read().map_err(err)?;
         let t = tx.open_table(CONTAINERS).map_err(err)?;
         let mut out = BTreeMap::new();
@@ -338,15 +344,11 @@ impl NetworkStore {
         struct EndpointsOnly {
             endpoints: Vec<Endpoint>,
         }
-        let tx = self.db.begin_read().map_err(err)?;
-        let t = tx.open_table(CONTAINERS).map_err(err)?;
-        let mut out = BTreeMap::new();
-        for row in t.iter().map_err(err)? {
-            let (k, v) = row.map_err(err)?;
-            let c: EndpointsOnly = decode(v.value())?;
-            out.insert(k.value().to_string(), c.endpoints);
-        }
-        Ok(out)
+        Ok(self
+            .container_rows::<EndpointsOnly>()?
+            .into_iter()
+            .map(|(id, c)| (id, c.endpoints))
+            .collect())
     }
 
     /// Record that shibafu is about to create `bridge` for `network_id`.
