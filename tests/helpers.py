@@ -437,3 +437,245 @@ def frame_decode(data: bytes) -> tuple[bytes, bytes]:
         (out if stream == 1 else err).extend(payload)
         i += 8 + size
     return bytes(out), bytes(err)
+
+
+# ============================================================== images and registries (issue 9)
+# For tests/integration/test_images_registry.py and test_images_archive.py.
+# Images come from tests/images/make-oci-image.py (OCI layouts built from
+# busybox-static) and reach a registry through skopeo; registries and proxies
+# run INSIDE the daemon's namespaces (nsenter into its holder), since the
+# host's 127.0.0.1 is another network namespace.
+
+MAKE_OCI_IMAGE = REPO / "tests/images/make-oci-image.py"
+REGISTRY_PROXY = REPO / "tests/images/registry-proxy.py"
+_image_ports = itertools.count(15000)
+
+
+def image_tools_missing() -> list[str]:
+    """Commands the registry/archive tests need that are not installed, as apt package names."""
+    need = {"docker-registry": "docker-registry", "skopeo": "skopeo", "htpasswd": "apache2-utils",
+            "zstd": "zstd", "busybox": "busybox-static"}
+    return sorted({pkg for cmd, pkg in need.items() if shutil.which(cmd) is None})
+
+
+def next_image_port() -> int:
+    """A port for a registry or proxy inside a daemon's netns (nothing else listens there)."""
+    return next(_image_ports)
+
+
+def make_oci_image(layout: Path, tag: str, **opts) -> dict:
+    """Run make-oci-image.py (options as keyword args: layers="base,files", compression="zstd",
+    platforms="linux/amd64,linux/arm64", name=..., base_extra=..., seed=...); returns its JSON."""
+    argv = ["python3", str(MAKE_OCI_IMAGE), str(layout), "--tag", tag]
+    for k, v in opts.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise AssertionError(f"make-oci-image.py failed: {r.stderr}")
+    return json.loads(r.stdout)
+
+
+def host_platform() -> str:
+    m = os.uname().machine
+    return {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}.get(m, f"linux/{m}")
+
+
+class Registry:
+    """Debian's docker-registry (distribution 2.8) in a daemon's net+mount
+    namespaces, on 127.0.0.1:PORT, storing under `root`; optional htpasswd auth
+    (bcrypt, `htpasswd -Bbn`); access log kept in self.log_path."""
+
+    def __init__(self, daemon: Daemon, workdir: Path, port: int | None = None,
+                 users: dict[str, str] | None = None, readonly: bool = False, root: Path | None = None):
+        self.d = daemon
+        self.port = port or next_image_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root) if root else self.dir / "storage"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.dir / "registry.log"
+        self.users = users or {}
+        self.proc: subprocess.Popen | None = None
+        cfg = [
+            "version: 0.1",
+            "log:",
+            "  level: info",
+            "  formatter: text",
+            "  accesslog:",
+            "    disabled: false",
+            "storage:",
+            "  filesystem:",
+            f"    rootdirectory: {self.root}",
+            "  delete:",
+            "    enabled: true",
+            "  maintenance:",
+            "    uploadpurging:",
+            "      enabled: false",
+        ]
+        if readonly:
+            cfg += ["    readonly:", "      enabled: true"]
+        cfg += ["http:", f"  addr: {self.addr}", "  secret: shibafu-tests"]
+        if self.users:
+            lines = []
+            for u, p in self.users.items():
+                r = subprocess.run(["htpasswd", "-Bbn", u, p], capture_output=True, text=True, check=True)
+                lines.append(r.stdout.strip())
+            (self.dir / "htpasswd").write_text("\n".join(lines) + "\n")
+            cfg += ["auth:", "  htpasswd:", "    realm: shibafu-tests", f"    path: {self.dir / 'htpasswd'}"]
+        self.config = self.dir / "config.yml"
+        self.config.write_text("\n".join(cfg) + "\n")
+
+    def start(self):
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            ["nsenter", "-t", str(self.d.holder.pid), "-n", "-m", "docker-registry", "serve", str(self.config)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
+        logf.close()
+        wait_for(lambda: self.proc.poll() is not None or self.d.ns_run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2",
+             f"http://{self.addr}/v2/"], timeout=10).stdout in ("200", "401"),
+            20, 0.1, f"docker-registry on {self.addr}")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"docker-registry exited: {self.log_path.read_text()[-2000:]}")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def _creds(self) -> list[str]:
+        if not self.users:
+            return []
+        u, p = next(iter(self.users.items()))
+        return [f"{u}:{p}"]
+
+    def skopeo(self, *args, timeout=300, check=True) -> subprocess.CompletedProcess:
+        """skopeo in the daemon's namespaces (so 127.0.0.1 is this registry's)."""
+        r = self.d.ns_run(["skopeo", *args], timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"skopeo {' '.join(args)} exited {r.returncode}: {r.stderr}")
+        return r
+
+    def push_layout(self, layout: Path, tag: str, ref: str, all_platforms: bool = False, fmt: str | None = None):
+        """skopeo copy oci:LAYOUT:TAG docker://ADDR/REF, digests preserved (no recompression)."""
+        argv = ["copy", "-q", "--dest-tls-verify=false"]
+        if fmt:
+            argv += ["--format", fmt]
+        else:
+            argv.append("--preserve-digests")
+        if all_platforms:
+            argv.append("--all")
+        c = self._creds()
+        if c:
+            argv += ["--dest-creds", c[0]]
+        self.skopeo(*argv, f"oci:{layout}:{tag}", f"docker://{self.addr}/{ref}")
+
+    def raw_manifest(self, ref: str) -> dict:
+        """`skopeo inspect --raw` of ADDR/REF (a manifest or an index)."""
+        argv = ["inspect", "--raw", "--tls-verify=false"]
+        c = self._creds()
+        if c:
+            argv += ["--creds", c[0]]
+        return json.loads(self.skopeo(*argv, f"docker://{self.addr}/{ref}").stdout)
+
+    def digest_of(self, ref: str) -> str:
+        """The registry's Docker-Content-Digest for ADDR/REF."""
+        accept = ",".join(["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+                           "application/vnd.docker.distribution.manifest.list.v2+json",
+                           "application/vnd.docker.distribution.manifest.v2+json"])
+        repo, _, tag = ref.rpartition(":")
+        argv = ["curl", "-sfI", "--max-time", "5", "-H", f"Accept: {accept}"]
+        c = self._creds()
+        if c:
+            argv += ["-u", c[0]]
+        r = self.d.ns_run(argv + [f"http://{self.addr}/v2/{repo}/manifests/{tag}"], timeout=20)
+        for line in r.stdout.splitlines():
+            if line.lower().startswith("docker-content-digest:"):
+                return line.split(":", 1)[1].strip()
+        raise AssertionError(f"no digest for {ref}: {r.stdout}{r.stderr}")
+
+    def access_lines(self) -> list[str]:
+        try:
+            return [l for l in self.log_path.read_text(errors="replace").splitlines() if '"GET /v2/' in l
+                    or '"HEAD /v2/' in l or '"PUT /v2/' in l or '"POST /v2/' in l or '"PATCH /v2/' in l]
+        except OSError:
+            return []
+
+    def blob_gets(self, digest: str) -> int:
+        """How many GETs of blob `digest` the registry answered with 200/206 (access log)."""
+        pat = re.compile(r'"GET /v2/\S+/blobs/' + re.escape(digest) + r' HTTP/[0-9.]+" (200|206) ')
+        return sum(1 for l in self.access_lines() if pat.search(l))
+
+
+class RegistryProxy:
+    """tests/images/registry-proxy.py in a daemon's netns, forwarding to `upstream`
+    (a Registry); `events()` reads its JSON log."""
+
+    def __init__(self, daemon: Daemon, upstream: Registry, workdir: Path, *opts: str, port: int | None = None):
+        self.d = daemon
+        self.port = port or next_image_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.dir / f"proxy-{self.port}.log"
+        self.log_path.write_text("")
+        self.proc = subprocess.Popen(
+            ["nsenter", "-t", str(daemon.holder.pid), "-n", "--", "python3", str(REGISTRY_PROXY),
+             "--listen", self.addr, "--upstream", upstream.addr, "--log", str(self.log_path), *opts],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if line.strip() != "listening":
+            self.proc.kill()
+            raise AssertionError(f"registry proxy did not start: {self.proc.stderr.read()}")
+
+    def events(self) -> list[dict]:
+        out = []
+        for l in self.log_path.read_text().splitlines():
+            try:
+                out.append(json.loads(l))
+            except ValueError:
+                pass
+        return out
+
+    def requests(self, method: str = "GET", path_suffix: str = "") -> list[dict]:
+        return [e for e in self.events() if e["ev"] == "req" and e["method"] == method
+                and e["path"].split("?", 1)[0].endswith(path_suffix)]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def image_refs(docker) -> set[str]:
+    """Every REPO:TAG and REPO@DIGEST the daemon lists (`docker images --digests`)."""
+    r = docker("images", "--digests", "--format", "{{.Repository}}|{{.Tag}}|{{.Digest}}", check=True)
+    out = set()
+    for l in r.stdout.splitlines():
+        repo, tag, dig = l.split("|")
+        if tag and tag != "<none>":
+            out.add(f"{repo}:{tag}")
+        if dig and dig != "<none>":
+            out.add(f"{repo}@{dig}")
+    return out
+
+
+def image_inspect(docker, ref: str) -> dict | None:
+    r = docker("image", "inspect", ref)
+    return json.loads(r.stdout)[0] if r.returncode == 0 else None
+
+
+#: `sh -c` run in a pulled fixture image (make-oci-image.py base,files,whiteout):
+#: prints one line per layer and what the whiteouts left.
+FIXTURE_CHECK = ("cat /etc/fixture-base /layers/files.txt /layers/whiteout.txt; ls /data | tr '\\n' ' '; echo; "
+                 "ls /opq | tr '\\n' ' '; echo; test -e /data/doomed.txt && echo doomed-present || echo doomed-gone")
+
+
+def fixture_check_output(name: str, base_extra: str = "shibafu-fixture-base") -> str:
+    return f"{base_extra}\nfiles {name}\nwhiteout {name}\nkeep.txt \nnew.txt \ndoomed-gone\n"
