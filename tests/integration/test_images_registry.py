@@ -145,7 +145,8 @@ def run_check(docker, ref) -> str:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("key", ["oci", "v2s2", "plain", "zstd"])
+@pytest.mark.parametrize("key", ["oci", "v2s2", "plain", pytest.param("zstd", marks=pytest.mark.skipif(
+    PEER, reason="dockerd 20.10 pulls no zstd layers (Docker 23+ does)"))])
 def test_pull_by_tag_every_layer_and_whiteouts(docker, fx, key):
     """OCI + gzip, Docker v2 schema 2, uncompressed and zstd layers: pulled,
     listed, inspected as Docker shows them, and every layer and whiteout visible."""
