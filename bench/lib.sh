@@ -297,3 +297,72 @@ settle() {
     done
     log "machine still busy after 15 s; measuring anyway"
 }
+
+# ------------------------------------------------------------------ registries (bench/images.sh)
+# Debian's docker-registry (distribution 2.8) inside a holder's namespaces, on
+# 127.0.0.1:PORT: the engines' holders each have one, all serving the SAME
+# storage directory (read-only mode, so concurrent servers never write it).
+declare -A REGISTRY_PID=()
+
+registry_config() { # file port storage [readonly]
+    {
+        echo "version: 0.1"
+        echo "log: {level: error, accesslog: {disabled: true}}"
+        echo "storage:"
+        echo "  filesystem: {rootdirectory: $3}"
+        echo "  maintenance:"
+        echo "    uploadpurging: {enabled: false}"
+        [[ ${4:-} == readonly ]] && echo "    readonly: {enabled: true}"
+        echo "http: {addr: 127.0.0.1:$2, secret: shibafu-bench}"
+    } > "$1"
+}
+
+wait_http() { # holder url (any HTTP answer counts)
+    local i
+    for ((i = 0; i < 200; i++)); do
+        [[ $(in_net "$1" curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$2" 2>/dev/null) =~ ^[1-5] ]] && return 0
+        sleep 0.05
+    done
+    log "$2 did not answer in the $1 namespace"; return 1
+}
+
+start_registry() { # holder port storage [readonly]: docker-registry in that holder's namespaces
+    local h=$1 port=$2 cfg="$W/registry.$1.$2.yml"
+    mkdir -p "$3"
+    registry_config "$cfg" "$port" "$3" "${4:-}"
+    # nsenter execs the server: $! is the registry itself
+    nsenter -t "${HOLDER[$h]}" -n -m docker-registry serve "$cfg" > "$W/registry.$h.$port.log" 2>&1 &
+    REGISTRY_PID[$h:$port]=$!
+    wait_http "$h" "http://127.0.0.1:$port/v2/"
+}
+
+stop_registry() { # holder port
+    local pid=${REGISTRY_PID[$1:$2]:-}
+    [[ -n $pid ]] || return 0
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    unset "REGISTRY_PID[$1:$2]"
+    return 0
+}
+
+# Remove every image and unreferenced layer of an engine (no containers exist).
+images_clean() { # engine
+    local ids
+    case $1 in
+        podman) cli_podman rmi -a -f >/dev/null 2>&1; cli_podman image prune -a -f >/dev/null 2>&1 ;;
+        *)
+            ids=$("cli_$1" images -aq 2>/dev/null | sort -u)
+            [[ -n $ids ]] && "cli_$1" rmi -f $ids >/dev/null 2>&1
+            "cli_$1" image prune -a -f >/dev/null 2>&1
+            ;;
+    esac
+    return 0
+}
+
+data_root_of() { # engine -> its image store
+    case $1 in
+        shibafu) echo "$W/shibafu/data" ;;
+        docker) echo "$W/docker/data" ;;
+        podman) echo "$W/podman/root" ;;
+    esac
+}

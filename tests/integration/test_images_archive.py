@@ -34,10 +34,14 @@ shibafu_only = pytest.mark.skipif(PEER, reason="shibafu behaviour the Docker pee
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _tools():
+def _tools(daemon):
     missing = image_tools_missing()
     if missing:
         pytest.fail(f"the image tests need: apt-get install {' '.join(missing)}", pytrace=False)
+    # A binary from before issue 9 has no route for save at all.
+    st, _, body = daemon.api("GET", "/images/get?names=busybox:latest", timeout=60)
+    if st == 404 and b"page not found" in body:
+        pytest.skip("this shibafu build has no docker save (GET /images/get: page not found)")
 
 
 def skopeo(*args):

@@ -38,10 +38,14 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _tools():
+def _tools(daemon):
     missing = image_tools_missing()
     if missing:
         pytest.fail(f"the image tests need: apt-get install {' '.join(missing)}", pytrace=False)
+    # A binary from before issue 9 says so for every pull: nothing here can pass.
+    r = daemon.docker("pull", "127.0.0.1:9/probe/probe:v1", timeout=60)
+    if "not available in this build" in r.stderr:
+        pytest.skip(f"this shibafu build cannot pull: {r.stderr.strip()}")
 
 
 class Fixtures:
