@@ -647,6 +647,18 @@ class RegistryProxy:
         return [e for e in self.events() if e["ev"] == "req" and e["method"] == method
                 and e["path"].split("?", 1)[0].endswith(path_suffix)]
 
+    def blob_transfers(self, digest: str) -> list[dict]:
+        """Every GET of blob `digest`, in order: {"n", "range", "sent"} (bytes of
+        body sent, however the transfer ended)."""
+        evs = self.events()
+        sent: dict[int, int] = {}
+        for e in evs:
+            if e["ev"] in ("done", "dropped", "gone", "stalled"):
+                sent[e["n"]] = max(sent.get(e["n"], 0), e.get("sent", 0))
+        return [{"n": e["n"], "range": e["range"], "sent": sent.get(e["n"], 0)}
+                for e in evs if e["ev"] == "req" and e["method"] == "GET"
+                and e["path"].split("?", 1)[0].endswith(f"/blobs/{digest}")]
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.kill()
