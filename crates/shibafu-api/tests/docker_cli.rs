@@ -286,7 +286,8 @@ async fn errors_and_their_exit_codes() {
     assert_eq!(o.status.code(), Some(125));
     let err = stderr(&o);
     assert!(
-        err.contains("No such image: ghostimage:latest") && err.contains("docker import"),
+        err.contains("Unable to find image 'ghostimage:latest' locally")
+            && err.contains("pull access denied for ghostimage"),
         "{err}"
     );
     let o = s.docker(&["run", "--name", "x", "busybox"], None).await;
@@ -296,10 +297,12 @@ async fn errors_and_their_exit_codes() {
         "{}",
         stderr(&o)
     );
-    let o = s.docker(&["pull", "alpine"], None).await;
+    let o = s.docker(&["pull", "nosuchrepo"], None).await;
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("pulling from registries is not available"),
+        stderr(&o).contains(
+            "Error response from daemon: pull access denied for nosuchrepo, repository does not exist"
+        ),
         "{}",
         stderr(&o)
     );

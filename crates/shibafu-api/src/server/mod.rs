@@ -192,6 +192,7 @@ pub fn router(backends: Backends) -> Router {
         .route("/info", get(system::info))
         .route("/system/df", get(system::df))
         .route("/events", get(system::events))
+        .route("/auth", axum::routing::post(system::auth))
         .merge(containers::routes())
         .merge(exec::routes())
         .route(

@@ -1,4 +1,4 @@
-//! `/_ping`, `/version`, `/info`, `/system/df`, `/events`.
+//! `/_ping`, `/version`, `/info`, `/system/df`, `/events`, `/auth`.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -6,10 +6,10 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use futures::StreamExt;
 
-use super::error::{json_response, HttpResult, JSON};
+use super::error::{json_response, parse_json, HttpResult, JSON};
 use super::query::Query;
 use super::{API_VERSION, MIN_API_VERSION};
-use crate::backend::{ApiError, Backends};
+use crate::backend::{ApiError, Backends, RegistryAuth};
 use bollard_stubs::models::{SystemVersion, SystemVersionComponents};
 
 /// Every docker CLI command starts with `HEAD /_ping` and reads these
@@ -53,6 +53,21 @@ pub(crate) async fn version(State(b): State<Backends>) -> HttpResult {
 
 pub(crate) async fn info(State(b): State<Backends>) -> HttpResult {
     Ok(json_response(StatusCode::OK, &b.system.info().await?))
+}
+
+/// `POST /auth` (`docker login`): the body is Docker's `AuthConfig`; the
+/// image store checks it against the registry. 200 `{"Status":"Login
+/// Succeeded"}` (plus `IdentityToken` when the registry issued one).
+pub(crate) async fn auth(State(b): State<Backends>, body: bytes::Bytes) -> HttpResult {
+    let auth: RegistryAuth = parse_json(&body, "login")?;
+    let mut resp = b.images.registry_login(auth).await?;
+    if resp.status.is_empty() {
+        resp.status = "Login Succeeded".into();
+    }
+    if resp.identity_token.as_deref() == Some("") {
+        resp.identity_token = None;
+    }
+    Ok(json_response(StatusCode::OK, &resp))
 }
 
 /// Adds the pre-1.22 `status`/`id`/`from` fields that older SDK code still

@@ -122,6 +122,130 @@ struct State {
 pub struct Fake {
     st: Arc<Mutex<State>>,
     ev: broadcast::Sender<EventMessage>,
+    /// The pretend remote registries behind pull, push and login.
+    pub reg: Arc<FakeRegistry>,
+}
+
+/// What the fake's "registries" saw, and a gate that holds pulls of
+/// `gated/...` after their first message (tests check that lines are
+/// flushed as they come).
+///
+/// Remote content: `alpine`, `nginx`, `gated/app`, `broken/app` (its
+/// stream fails after the first layer starts), `localhost:5999/...` (any
+/// repository) on Docker's public names; `private.example:5000/...` needs
+/// alice/secret or the identity token `tok-bob`. Tag `nosuchtag` is
+/// missing everywhere.
+pub struct FakeRegistry {
+    pub pulls: Mutex<Vec<PullOptions>>,
+    pub pushes: Mutex<Vec<PushOptions>>,
+    pub logins: Mutex<Vec<RegistryAuth>>,
+    pub load_bodies: Mutex<Vec<usize>>,
+    pub gate: tokio::sync::Semaphore,
+}
+
+impl Default for FakeRegistry {
+    fn default() -> Self {
+        FakeRegistry {
+            pulls: Default::default(),
+            pushes: Default::default(),
+            logins: Default::default(),
+            load_bodies: Default::default(),
+            gate: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+/// Splits `[domain/]path[:tag|@digest]` into (familiar repo, tag or digest).
+fn split_ref(r: &str) -> (String, String) {
+    let (name, tag) = if let Some((n, d)) = r.split_once('@') {
+        (n.to_string(), d.to_string())
+    } else {
+        let last = r.rfind('/').map_or(0, |i| i + 1);
+        match r[last..].rfind(':') {
+            Some(i) => (r[..last + i].to_string(), r[last + i + 1..].to_string()),
+            None => (r.to_string(), "latest".to_string()),
+        }
+    };
+    let name = name.strip_prefix("docker.io/").unwrap_or(&name);
+    let name = name.strip_prefix("index.docker.io/").unwrap_or(name);
+    let name = name.strip_prefix("library/").unwrap_or(name);
+    (name.to_string(), tag)
+}
+
+/// The registry host of a familiar repository name.
+fn registry_of(repo: &str) -> &str {
+    match repo.split_once('/') {
+        Some((d, _)) if d.contains(['.', ':']) || d == "localhost" => d,
+        _ => "docker.io",
+    }
+}
+
+/// `docker.io/library/x` for `x`, as dockerd names repositories in messages.
+fn qualified(repo: &str) -> String {
+    if registry_of(repo) != "docker.io" {
+        repo.to_string()
+    } else if repo.contains('/') {
+        format!("docker.io/{repo}")
+    } else {
+        format!("docker.io/library/{repo}")
+    }
+}
+
+fn sha(s: &str) -> String {
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// dockerd's progress bar: 50 cells, `=` done, `>` head, then sizes.
+fn bar(current: i64, total: i64) -> String {
+    let filled = (50 * current / total.max(1)) as usize;
+    let mut b = "=".repeat(filled);
+    if filled < 50 {
+        b.push('>');
+        b.push_str(&" ".repeat(49 - filled));
+    } else {
+        b.push('>');
+    }
+    format!("[{b}]  {}kB/{}kB", current / 1000, total / 1000)
+}
+
+fn progress(id: &str, status: &str, current: i64, total: i64) -> JsonMessage {
+    JsonMessage {
+        status: Some(status.into()),
+        id: Some(id.into()),
+        progress_detail: Some(JsonProgress {
+            current: Some(current),
+            total: Some(total),
+        }),
+        progress: Some(bar(current, total)),
+        ..Default::default()
+    }
+}
+
+fn auth_ok(a: &Option<RegistryAuth>) -> bool {
+    a.as_ref().is_some_and(|a| {
+        (a.username.as_deref() == Some("alice") && a.password.as_deref() == Some("secret"))
+            || a.identitytoken.as_deref() == Some("tok-bob")
+            || a.auth.as_deref() == Some("YWxpY2U6c2VjcmV0")
+    })
+}
+
+/// The two layers (12-hex id, size) of a fake remote repository.
+fn layers_of(repo: &str) -> Vec<(String, i64)> {
+    vec![
+        (sha(&format!("{repo}/0"))[..12].to_string(), 3_000),
+        (sha(&format!("{repo}/1"))[..12].to_string(), 1_500),
+    ]
+}
+
+/// A stream fed by a task (the fake's pull/push bodies).
+fn spawn_stream<F, Fut>(f: F) -> BoxStream<JsonMessage>
+where
+    F: FnOnce(mpsc::UnboundedSender<JsonMessage>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(f(tx));
+    UnboundedReceiverStream::new(rx).boxed()
 }
 
 fn normalize_image(name: &str) -> String {
@@ -143,6 +267,7 @@ impl Fake {
         let fake = Fake {
             st: Arc::new(Mutex::new(State::default())),
             ev,
+            reg: Arc::new(FakeRegistry::default()),
         };
         fake.st.lock().images.push(Img {
             id: format!("sha256:{}", hex::encode(sha2::Sha256::digest(b"busybox"))),
@@ -1355,6 +1480,405 @@ impl ImageBackend for Fake {
             images_deleted: Some(vec![]),
             space_reclaimed: Some(0),
         })
+    }
+
+    async fn image_pull(&self, opts: PullOptions) -> ApiResult<BoxStream<JsonMessage>> {
+        self.reg.pulls.lock().push(opts.clone());
+        let (repo, tag) = split_ref(&opts.reference);
+        let known = matches!(
+            repo.as_str(),
+            "alpine" | "nginx" | "gated/app" | "broken/app"
+        ) || repo.starts_with("localhost:5999/")
+            || repo.starts_with("private.example:5000/");
+        if !known {
+            return Err(ApiError::NotFound(format!(
+                "pull access denied for {repo}, repository does not exist or may require 'docker login': denied: requested access to the resource is denied"
+            )));
+        }
+        if repo.starts_with("private.example:5000/") && !auth_ok(&opts.auth) {
+            return Err(ApiError::Unauthorized(format!(
+                "Head \"https://private.example:5000/v2/{}/manifests/{tag}\": unauthorized: authentication required",
+                repo.split_once('/').unwrap().1
+            )));
+        }
+        if tag == "nosuchtag" {
+            return Err(ApiError::NotFound(format!(
+                "manifest for {repo}:{tag} not found: manifest unknown: manifest unknown"
+            )));
+        }
+        if let Some(p) = &opts.platform {
+            if p != "linux/amd64" && p != "linux/arm64" {
+                return Err(ApiError::NotFound(format!(
+                    "no matching manifest for {p} in the manifest list entries"
+                )));
+            }
+        }
+        let by_digest = tag.starts_with("sha256:");
+        let local = if by_digest {
+            format!("{repo}@{tag}")
+        } else {
+            format!("{repo}:{tag}")
+        };
+        let id = format!("sha256:{}", sha(&format!("remote:{repo}")));
+        let digest = format!("sha256:{}", sha(&format!("manifest:{repo}")));
+        let present = self
+            .st
+            .lock()
+            .images
+            .iter()
+            .any(|i| i.tags.contains(&local));
+        let fake = self.clone();
+        let reg = self.reg.clone();
+        let path = match repo.split_once('/') {
+            Some((d, p)) if registry_of(&repo) == d => p.to_string(),
+            _ if repo.contains('/') => repo.clone(),
+            _ => format!("library/{repo}"),
+        };
+        Ok(spawn_stream(move |tx| async move {
+            let send = |m: JsonMessage| {
+                let _ = tx.send(m);
+            };
+            send(JsonMessage::layer(
+                tag.clone(),
+                format!("Pulling from {path}"),
+            ));
+            if repo.starts_with("gated/") {
+                let _ = reg.gate.acquire().await.map(|p| p.forget());
+            }
+            if !present {
+                let layers = layers_of(&repo);
+                for (l, _) in &layers {
+                    send(JsonMessage::layer(l.clone(), "Pulling fs layer"));
+                }
+                for (i, (l, size)) in layers.iter().enumerate() {
+                    send(progress(l, "Downloading", size / 3, *size));
+                    if repo == "broken/app" {
+                        send(JsonMessage::error(format!(
+                            "failed to register layer: digest mismatch: expected sha256:{}, got sha256:{}",
+                            sha(l),
+                            sha(&format!("{l}x"))
+                        )));
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    send(progress(l, "Downloading", *size, *size));
+                    send(JsonMessage::layer(l.clone(), "Verifying Checksum"));
+                    send(JsonMessage::layer(l.clone(), "Download complete"));
+                    send(progress(l, "Extracting", *size, *size));
+                    send(JsonMessage::layer(l.clone(), "Pull complete"));
+                    let _ = i;
+                }
+                let mut st = fake.st.lock();
+                for img in st.images.iter_mut() {
+                    img.tags.retain(|t| *t != local);
+                }
+                match st.images.iter_mut().find(|i| i.id == id) {
+                    Some(img) => img.tags.push(local.clone()),
+                    None => st.images.push(Img {
+                        id: id.clone(),
+                        tags: vec![local.clone()],
+                        size: 4_500,
+                        created: 1_700_000_000,
+                    }),
+                }
+            }
+            send(JsonMessage::status(format!("Digest: {digest}")));
+            send(JsonMessage::status(if present {
+                format!("Status: Image is up to date for {local}")
+            } else {
+                format!("Status: Downloaded newer image for {local}")
+            }));
+            fake.event(
+                EventMessageTypeEnum::IMAGE,
+                "pull",
+                &local,
+                &[("name", &local)],
+            );
+        }))
+    }
+
+    async fn image_push(&self, opts: PushOptions) -> ApiResult<BoxStream<JsonMessage>> {
+        self.reg.pushes.lock().push(opts.clone());
+        let (repo, name_tag) = split_ref(&opts.name);
+        let has_tag = opts.name.contains('@')
+            || opts
+                .name
+                .rsplit('/')
+                .next()
+                .is_some_and(|l| l.contains(':'));
+        let tags: Vec<String> = match (&opts.tag, has_tag) {
+            (Some(t), _) => vec![t.clone()],
+            (None, true) => vec![name_tag],
+            (None, false) => {
+                let prefix = format!("{repo}:");
+                let mut v: Vec<String> = self
+                    .st
+                    .lock()
+                    .images
+                    .iter()
+                    .flat_map(|i| i.tags.clone())
+                    .filter_map(|t| t.strip_prefix(&prefix).map(str::to_string))
+                    .collect();
+                v.sort();
+                v
+            }
+        };
+        let first = tags.first().cloned().unwrap_or_else(|| "latest".into());
+        if tags.is_empty() || self.find_image(&format!("{repo}:{first}")).is_err() {
+            return Err(ApiError::NotFound(format!(
+                "An image does not exist locally with the tag: {repo}"
+            )));
+        }
+        let needs_auth = repo.starts_with("private.example:5000/");
+        let allowed = !needs_auth || auth_ok(&opts.auth);
+        let fake = self.clone();
+        Ok(spawn_stream(move |tx| async move {
+            let send = |m: JsonMessage| {
+                let _ = tx.send(m);
+            };
+            send(JsonMessage::status(format!(
+                "The push refers to repository [{}]",
+                qualified(&repo)
+            )));
+            let layers = layers_of(&repo);
+            for (l, _) in &layers {
+                send(JsonMessage::layer(l.clone(), "Preparing"));
+            }
+            if !allowed {
+                send(JsonMessage::error("unauthorized: authentication required"));
+                return;
+            }
+            for (l, size) in &layers {
+                send(progress(l, "Pushing", size / 2, *size));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                send(JsonMessage::layer(l.clone(), "Pushed"));
+            }
+            for t in &tags {
+                let digest = format!("sha256:{}", sha(&format!("manifest:{repo}:{t}")));
+                send(JsonMessage::status(format!(
+                    "{t}: digest: {digest} size: 527"
+                )));
+                send(JsonMessage {
+                    progress_detail: Some(JsonProgress::default()),
+                    aux: Some(serde_json::json!({"Tag": t, "Digest": digest, "Size": 527})),
+                    ..Default::default()
+                });
+                let name = format!("{repo}:{t}");
+                fake.event(
+                    EventMessageTypeEnum::IMAGE,
+                    "push",
+                    &name,
+                    &[("name", &name)],
+                );
+            }
+        }))
+    }
+
+    async fn image_save(&self, names: Vec<String>) -> ApiResult<BoxStream<std::io::Result<Bytes>>> {
+        let mut imgs = vec![];
+        for n in &names {
+            imgs.push((normalize_image(n), self.find_image(n)?));
+        }
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, data: &[u8]| {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append_data(&mut h, path, data).unwrap();
+        };
+        add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        let mut manifest = vec![];
+        let mut repositories = serde_json::Map::new();
+        for (tag, img) in &imgs {
+            let config = serde_json::json!({"fake_id": img.id, "size": img.size}).to_string();
+            let cfg_hex = sha(&config);
+            add(&format!("blobs/sha256/{cfg_hex}"), config.as_bytes());
+            let layer = format!("layer of {}", img.id);
+            let layer_hex = sha(&layer);
+            add(&format!("blobs/sha256/{layer_hex}"), layer.as_bytes());
+            let tags: Vec<&String> = if img.tags.contains(tag) {
+                vec![tag]
+            } else {
+                vec![]
+            };
+            manifest.push(serde_json::json!({
+                "Config": format!("blobs/sha256/{cfg_hex}"),
+                "RepoTags": tags,
+                "Layers": [format!("blobs/sha256/{layer_hex}")],
+            }));
+            if let Some((r, t)) = tag.rsplit_once(':') {
+                repositories.insert(r.into(), serde_json::json!({ t: layer_hex }));
+            }
+        }
+        add("index.json", br#"{"schemaVersion":2,"manifests":[]}"#);
+        add(
+            "manifest.json",
+            serde_json::Value::Array(manifest).to_string().as_bytes(),
+        );
+        add(
+            "repositories",
+            serde_json::Value::Object(repositories)
+                .to_string()
+                .as_bytes(),
+        );
+        let data = Bytes::from(b.into_inner().unwrap());
+        for n in &names {
+            self.event(EventMessageTypeEnum::IMAGE, "save", n, &[("name", n)]);
+        }
+        // Several chunks, as a real writer produces them.
+        let chunks: Vec<std::io::Result<Bytes>> = data
+            .chunks(1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Ok(futures::stream::iter(chunks).boxed())
+    }
+
+    async fn image_load(
+        &self,
+        mut body: BoxStream<std::io::Result<Bytes>>,
+        quiet: bool,
+    ) -> ApiResult<BoxStream<JsonMessage>> {
+        let mut data = vec![];
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::InvalidArgument(format!("reading the archive: {e}")))?;
+            data.extend_from_slice(&chunk);
+        }
+        self.reg.load_bodies.lock().push(data.len());
+        let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+        let parsed = (|| -> std::io::Result<()> {
+            let mut ar = tar::Archive::new(&data[..]);
+            for e in ar.entries()? {
+                let mut e = e?;
+                let path = e.path()?.to_string_lossy().to_string();
+                let mut v = vec![];
+                std::io::Read::read_to_end(&mut e, &mut v)?;
+                files.insert(path, v);
+            }
+            Ok(())
+        })();
+        let fail = |msg: String| -> ApiResult<BoxStream<JsonMessage>> {
+            Ok(futures::stream::iter([JsonMessage::error(msg)]).boxed())
+        };
+        if let Err(e) = parsed {
+            return fail(format!("failed to read the archive: {e}"));
+        }
+        let Some(manifest) = files.get("manifest.json") else {
+            return fail("invalid archive: no manifest.json or index.json found".into());
+        };
+        let Ok(manifest) = serde_json::from_slice::<Vec<serde_json::Value>>(manifest) else {
+            return fail("invalid archive: manifest.json is not valid JSON".into());
+        };
+        let mut out = vec![];
+        for m in manifest {
+            let cfg_path = m["Config"].as_str().unwrap_or_default();
+            let Some(cfg) = files.get(cfg_path) else {
+                out.push(JsonMessage::error(format!(
+                    "invalid archive: {cfg_path} is missing"
+                )));
+                break;
+            };
+            let cfg: serde_json::Value = serde_json::from_slice(cfg).unwrap_or_default();
+            let id = cfg["fake_id"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    format!(
+                        "sha256:{}",
+                        hex::encode(sha2::Sha256::digest(cfg.to_string()))
+                    )
+                });
+            if !quiet {
+                for l in m["Layers"].as_array().into_iter().flatten() {
+                    let hexid = l
+                        .as_str()
+                        .unwrap_or_default()
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default();
+                    let total = files
+                        .get(l.as_str().unwrap_or_default())
+                        .map_or(0, |f| f.len() as i64);
+                    out.push(progress(
+                        &hexid[..12.min(hexid.len())],
+                        "Loading layer",
+                        total,
+                        total,
+                    ));
+                }
+            }
+            let tags: Vec<String> = m["RepoTags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect();
+            {
+                let mut st = self.st.lock();
+                for img in st.images.iter_mut() {
+                    img.tags.retain(|t| !tags.contains(t));
+                }
+                match st.images.iter_mut().find(|i| i.id == id) {
+                    Some(img) => img.tags.extend(tags.iter().cloned()),
+                    None => st.images.push(Img {
+                        id: id.clone(),
+                        tags: tags.clone(),
+                        size: cfg["size"].as_i64().unwrap_or(0),
+                        created: 1_700_000_000,
+                    }),
+                }
+            }
+            if tags.is_empty() {
+                out.push(JsonMessage {
+                    stream: Some(format!("Loaded image ID: {id}\n")),
+                    ..Default::default()
+                });
+                self.event(EventMessageTypeEnum::IMAGE, "load", &id, &[("name", &id)]);
+            }
+            for t in tags {
+                out.push(JsonMessage {
+                    stream: Some(format!("Loaded image: {t}\n")),
+                    ..Default::default()
+                });
+                self.event(EventMessageTypeEnum::IMAGE, "load", &id, &[("name", &t)]);
+            }
+        }
+        Ok(futures::stream::iter(out).boxed())
+    }
+
+    async fn registry_login(&self, auth: RegistryAuth) -> ApiResult<AuthResponse> {
+        self.reg.logins.lock().push(auth.clone());
+        let server = auth
+            .serveraddress
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "https://index.docker.io/v1/".into());
+        let a = Some(auth.clone());
+        if auth_ok(&a) {
+            let token = (auth.username.as_deref() == Some("bob") || auth.identitytoken.is_some())
+                .then(|| "tok-bob".to_string());
+            return Ok(AuthResponse {
+                status: "Login Succeeded".into(),
+                identity_token: token,
+            });
+        }
+        if auth.username.as_deref() == Some("bob") && auth.password.as_deref() == Some("pw") {
+            return Ok(AuthResponse {
+                status: "Login Succeeded".into(),
+                identity_token: Some("tok-bob".into()),
+            });
+        }
+        let host = server
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .trim_end_matches("/v1")
+            .to_string();
+        Err(ApiError::Unauthorized(format!(
+            "Get \"https://{host}/v2/\": unauthorized: incorrect username or password"
+        )))
     }
 }
 
