@@ -41,6 +41,9 @@ pub enum ApiError {
     /// 304: already started / already stopped. No body.
     #[error("not modified")]
     NotModified,
+    /// 401: a registry refused the credentials (`POST /auth`, pull, push).
+    #[error("{0}")]
+    Unauthorized(String),
     /// 500: the daemon failed. Message says what failed and why.
     #[error("{0}")]
     Internal(String),
@@ -53,6 +56,7 @@ impl ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::InvalidArgument(_) => 400,
             ApiError::NotModified => 304,
+            ApiError::Unauthorized(_) => 401,
             ApiError::Internal(_) => 500,
         }
     }
@@ -168,6 +172,175 @@ pub struct ImportOptions {
     pub changes: Vec<String>,
     pub message: Option<String>,
     pub platform: Option<String>,
+}
+
+/// Credentials a client sent: the decoded `X-Registry-Auth` header (URL-safe
+/// base64 JSON) or the `POST /auth` body. Docker's field names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RegistryAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// base64 of `user:password` (the CLI's config-file form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serveraddress: Option<String>,
+    /// OAuth2 refresh token from a previous login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identitytoken: Option<String>,
+    /// A bearer token to send to the registry as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registrytoken: Option<String>,
+}
+
+impl RegistryAuth {
+    /// Decodes an `X-Registry-Auth` value (URL-safe base64, padded or not,
+    /// of JSON). Docker ignores bad values for pulls: `None` then.
+    pub fn from_header(value: &str) -> Option<RegistryAuth> {
+        let v = value.trim();
+        if v.is_empty() {
+            return None;
+        }
+        let bytes = base64_decode(v)?;
+        let a: RegistryAuth = serde_json::from_slice(&bytes).ok()?;
+        (a != RegistryAuth::default()).then_some(a)
+    }
+}
+
+/// Lenient base64 (standard or URL-safe alphabet, padding optional).
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0u32;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            b'\n' | b'\r' | b' ' => continue,
+            _ => return None,
+        } as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// One line of Docker's JSON message stream (pull, push, load, build):
+/// `{"status","id","progressDetail","progress","stream","aux","errorDetail","error"}`.
+/// Absent fields are omitted, as dockerd does.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JsonMessage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `{}` for a status line about a layer, `{current,total}` for progress.
+    #[serde(
+        rename = "progressDetail",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub progress_detail: Option<JsonProgress>,
+    /// The rendered bar (`[=====>    ] 1.2MB/3.4MB`), for old clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aux: Option<serde_json::Value>,
+    #[serde(
+        rename = "errorDetail",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub error_detail: Option<JsonError>,
+    /// Deprecated duplicate of `errorDetail.message`; old clients read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JsonProgress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JsonError {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    #[serde(default)]
+    pub message: String,
+}
+
+impl JsonMessage {
+    /// `{"status": s}`.
+    pub fn status(s: impl Into<String>) -> JsonMessage {
+        JsonMessage {
+            status: Some(s.into()),
+            ..Default::default()
+        }
+    }
+
+    /// `{"status": s, "progressDetail": {}, "id": id}`.
+    pub fn layer(id: impl Into<String>, s: impl Into<String>) -> JsonMessage {
+        JsonMessage {
+            status: Some(s.into()),
+            id: Some(id.into()),
+            progress_detail: Some(JsonProgress::default()),
+            ..Default::default()
+        }
+    }
+
+    /// An in-stream error (after the first byte was sent).
+    pub fn error(message: impl Into<String>) -> JsonMessage {
+        let message = message.into();
+        JsonMessage {
+            error_detail: Some(JsonError {
+                code: None,
+                message: message.clone(),
+            }),
+            error: Some(message),
+            ..Default::default()
+        }
+    }
+}
+
+/// Options of a pull (`POST /images/create?fromImage=&tag=&platform=`).
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// The reference as the client gave it, tag or digest included
+    /// (`busybox`, `docker.io/library/busybox:1.36`, `localhost:5000/a@sha256:..`).
+    pub reference: String,
+    /// `os/arch[/variant]`; the host's when None.
+    pub platform: Option<String>,
+    pub auth: Option<RegistryAuth>,
+}
+
+/// Options of a push (`POST /images/{name}/push?tag=`).
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    /// Repository (familiar or qualified), maybe with a tag.
+    pub name: String,
+    /// `tag` query parameter; when absent and `name` has no tag, every tag
+    /// of the repository is pushed (as dockerd does).
+    pub tag: Option<String>,
+    pub auth: Option<RegistryAuth>,
 }
 
 #[async_trait]
@@ -311,6 +484,30 @@ pub trait ImageBackend: Send + Sync + 'static {
         noprune: bool,
     ) -> ApiResult<Vec<ImageDeleteResponseItem>>;
     async fn image_prune(&self, filters: Filters) -> ApiResult<ImagePruneResponse>;
+    /// Pull. Everything that can fail before any layer moves (bad
+    /// reference, unknown repository or tag, auth refused, unreachable
+    /// registry, no manifest for the platform) is the `Err` (an HTTP error,
+    /// as dockerd answers); later failures end the stream with
+    /// [`JsonMessage::error`].
+    async fn image_pull(&self, opts: PullOptions) -> ApiResult<BoxStream<JsonMessage>>;
+    /// Push; same error split as [`ImageBackend::image_pull`]. Ends with the
+    /// `{Tag,Digest,Size}` aux line.
+    async fn image_push(&self, opts: PushOptions) -> ApiResult<BoxStream<JsonMessage>>;
+    /// `GET /images/get?names=` / `GET /images/{name}/get`: a Docker 25+
+    /// archive of the named images, streamed. Unknown names are the `Err`.
+    async fn image_save(&self, names: Vec<String>) -> ApiResult<BoxStream<std::io::Result<Bytes>>>;
+    /// `POST /images/load`: reads Docker (old and new) and OCI archives,
+    /// plain, gzip or zstd. Progress and `Loaded image: ...` lines
+    /// (`{"stream": ...}`), errors in-stream.
+    async fn image_load(
+        &self,
+        body: BoxStream<std::io::Result<Bytes>>,
+        quiet: bool,
+    ) -> ApiResult<BoxStream<JsonMessage>>;
+    /// `POST /auth`: checks the credentials against the registry
+    /// (`serveraddress`, Docker Hub when empty). 401 is `Err(InvalidArgument)`
+    /// with the registry's reason, as dockerd ("unauthorized: ...").
+    async fn registry_login(&self, auth: RegistryAuth) -> ApiResult<AuthResponse>;
 }
 
 /// Implemented by the engine and given to the image store, so `rmi` and

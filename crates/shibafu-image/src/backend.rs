@@ -5,12 +5,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bollard_stubs::models::AuthResponse;
 use bollard_stubs::models::{
     DriverData, ImageConfig, ImageDeleteResponseItem, ImageHistoryResponseItem, ImageInspect,
     ImageInspectMetadata, ImageInspectRootFs, ImagePruneResponse, ImageSummary,
 };
 use futures::StreamExt;
-use shibafu_api::{ApiError, ApiResult, BoxStream, Filters, ImageBackend, ImportOptions};
+use shibafu_api::{
+    ApiError, ApiResult, BoxStream, Filters, ImageBackend, ImportOptions, JsonMessage, PullOptions,
+    PushOptions, RegistryAuth,
+};
 
 use crate::db::Op;
 use crate::filters::{self, FilterError};
@@ -54,7 +58,7 @@ impl Inner {
             id: format!("sha256:{}", img.rec.id),
             parent_id: String::new(),
             repo_tags: st.tags_of(&img.rec.id),
-            repo_digests: Vec::new(),
+            repo_digests: img.rec.repo_digests.clone(),
             created: created_unix(img),
             size: img.rec.size as i64,
             shared_size: -1,
@@ -70,7 +74,7 @@ impl Inner {
         let mut data = HashMap::new();
         let diffs: Vec<String> = img
             .rec
-            .chain_ids
+            .layers
             .iter()
             .map(|ch| self.layer_diff(ch).display().to_string())
             .collect();
@@ -91,7 +95,7 @@ impl Inner {
         ImageInspect {
             id: Some(format!("sha256:{}", img.rec.id)),
             repo_tags: Some(st.tags_of(&img.rec.id)),
-            repo_digests: Some(Vec::new()),
+            repo_digests: Some(img.rec.repo_digests.clone()),
             comment: Some(comment),
             created: img.config.created().clone(),
             author: Some(img.config.author().clone().unwrap_or_default()),
@@ -134,7 +138,7 @@ impl Inner {
     fn history(&self, st: &State, img: &Image) -> Vec<ImageHistoryResponseItem> {
         let mut sizes = img
             .rec
-            .chain_ids
+            .layers
             .iter()
             .map(|c| st.layers.get(c).map_or(0, |l| l.size as i64));
         let mut items: Vec<ImageHistoryResponseItem> = img
@@ -379,5 +383,31 @@ impl ImageBackend for ImageStore {
     async fn image_prune(&self, filters: Filters) -> ApiResult<ImagePruneResponse> {
         let inner = Arc::clone(&self.inner);
         blocking(move || inner.prune(&filters)).await
+    }
+    async fn image_pull(&self, opts: PullOptions) -> ApiResult<BoxStream<JsonMessage>> {
+        crate::pull::pull(self, opts).await
+    }
+
+    async fn image_push(&self, opts: PushOptions) -> ApiResult<BoxStream<JsonMessage>> {
+        crate::push::push(self, opts).await
+    }
+
+    async fn image_save(
+        &self,
+        names: Vec<String>,
+    ) -> ApiResult<BoxStream<std::io::Result<bytes::Bytes>>> {
+        crate::archive::save(self, names).await
+    }
+
+    async fn image_load(
+        &self,
+        body: BoxStream<std::io::Result<bytes::Bytes>>,
+        quiet: bool,
+    ) -> ApiResult<BoxStream<JsonMessage>> {
+        crate::archive::load(self, body, quiet).await
+    }
+
+    async fn registry_login(&self, auth: RegistryAuth) -> ApiResult<AuthResponse> {
+        crate::pull::login(self, auth).await
     }
 }

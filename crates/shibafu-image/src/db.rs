@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 /// familiar `repo:tag` => image ID hex.
 const TAGS: TableDefinition<&str, &str> = TableDefinition::new("tags");
-/// chain ID hex => [`LayerRecord`] JSON.
+/// diff ID hex => [`LayerRecord`] JSON. (Stores made before layers were
+/// keyed by diff ID keyed them by chain ID, which is the diff ID for the
+/// single-layer images they could hold.)
 const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
 
 #[derive(Debug, thiserror::Error)]
@@ -27,23 +29,62 @@ fn db_err(e: impl std::fmt::Display) -> DbError {
 pub struct ImageRecord {
     /// 64 hex, no `sha256:`.
     pub id: String,
-    /// Layer chain IDs (hex), lowest first.
-    pub chain_ids: Vec<String>,
+    /// Layer diff IDs (hex), lowest first.
+    #[serde(alias = "chain_ids")]
+    pub layers: Vec<String>,
     /// Sum of the layers' sizes.
     pub size: u64,
     /// RFC 3339, when the image was last tagged.
     #[serde(default)]
     pub last_tag_time: Option<String>,
+    /// `familiar-repo@sha256:<hex>`: manifests (or indexes) this image was
+    /// pulled by or pushed as (`RepoDigests`).
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
+    /// Hex digests of the manifest and index blobs kept for this image (the
+    /// exact bytes a registry served or was sent).
+    #[serde(default)]
+    pub manifests: Vec<String>,
+    /// RFC 3339 creation time of the record (pull/load/import time).
+    #[serde(default)]
+    pub stored_at: Option<String>,
+}
+
+/// A stored blob holding one layer, in the form it came in or went out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobDesc {
+    /// Hex sha256 of the blob bytes.
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerRecord {
-    pub chain_id: String,
-    /// Hex digest of the uncompressed layer tar.
+    /// Hex digest of the uncompressed layer tar: the layer's key.
     pub diff_id: String,
-    pub parent: Option<String>,
     /// Sum of regular file sizes.
     pub size: u64,
+    /// The blobs stored for this layer (at least one: the pulled or loaded
+    /// compressed blob, or the uncompressed tar of an import). Empty in
+    /// records of older stores: the uncompressed tar under the diff ID then.
+    #[serde(default)]
+    pub blobs: Vec<BlobDesc>,
+}
+
+impl LayerRecord {
+    /// The layer's blobs, the legacy uncompressed one included.
+    pub fn blob_list(&self) -> Vec<BlobDesc> {
+        if self.blobs.is_empty() {
+            vec![BlobDesc {
+                digest: self.diff_id.clone(),
+                media_type: crate::media::OCI_LAYER_TAR.to_string(),
+                size: 0,
+            }]
+        } else {
+            self.blobs.clone()
+        }
+    }
 }
 
 /// One change inside a transaction.
@@ -146,7 +187,7 @@ impl Meta {
                     Op::PutLayer(r) => {
                         let v = serde_json::to_vec(r).map_err(db_err)?;
                         layers
-                            .insert(r.chain_id.as_str(), v.as_slice())
+                            .insert(r.diff_id.as_str(), v.as_slice())
                             .map_err(db_err)?;
                     }
                     Op::DelLayer(id) => {
@@ -164,20 +205,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn legacy_records_still_read() {
+        let img: ImageRecord =
+            serde_json::from_str(r#"{"id":"ab","chain_ids":["cd"],"size":1,"last_tag_time":null}"#)
+                .unwrap();
+        assert_eq!(img.layers, vec!["cd".to_string()]);
+        let l: LayerRecord =
+            serde_json::from_str(r#"{"chain_id":"cd","diff_id":"cd","parent":null,"size":1}"#)
+                .unwrap();
+        assert_eq!(l.blob_list()[0].digest, "cd");
+    }
+
+    #[test]
     fn ops_roundtrip_and_persist() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("meta.redb");
         let img = ImageRecord {
             id: "ab".repeat(32),
-            chain_ids: vec!["cd".repeat(32)],
+            layers: vec!["cd".repeat(32)],
             size: 42,
             last_tag_time: None,
+            repo_digests: vec![format!("busybox@sha256:{}", "ef".repeat(32))],
+            manifests: vec!["ef".repeat(32)],
+            stored_at: None,
         };
         let layer = LayerRecord {
-            chain_id: "cd".repeat(32),
             diff_id: "cd".repeat(32),
-            parent: None,
             size: 42,
+            blobs: vec![],
         };
         {
             let m = Meta::open(&path).unwrap();
@@ -193,7 +248,7 @@ mod tests {
         let m = Meta::open(&path).unwrap();
         let c = m.load().unwrap();
         assert_eq!(c.images.get(&img.id), Some(&img));
-        assert_eq!(c.layers.get(&layer.chain_id), Some(&layer));
+        assert_eq!(c.layers.get(&layer.diff_id), Some(&layer));
         assert_eq!(c.tags.len(), 1);
         assert_eq!(c.tags["busybox:latest"], img.id);
     }

@@ -13,8 +13,7 @@ use oci_spec::image::{Arch, Config, HistoryBuilder, ImageConfigurationBuilder, O
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
-use crate::db::{ImageRecord, LayerRecord, Op};
-use crate::{changes, layer, random_hex, reference, Image, Inner, StoreError};
+use crate::{changes, layer, random_hex, reference, Inner, StoreError};
 
 /// Import options, validated before any byte of the body is read.
 #[derive(Debug, Clone)]
@@ -316,89 +315,27 @@ impl Inner {
         let value =
             serde_json::to_value(&config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let bytes = serde_json::to_vec(&value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let id = crate::sha256_hex(&bytes);
-        // A single-layer image: its chain ID is its diff ID.
-        let chain = u.diff_id.clone();
-
-        let _w = self.write.lock();
-        let (layer_known, blob_known) = {
-            let st = self.state.read();
-            (
-                st.layers.contains_key(&chain),
-                st.layers.values().any(|l| l.diff_id == u.diff_id),
-            )
-        };
-        let layer_dest = self.layer_dir(&chain);
-        let blob_dest = self.blob_path(&u.diff_id);
-        let cfg_dest = self.blob_path(&id);
-        let mut placed: Vec<PathBuf> = Vec::new();
-        let rollback = |placed: &[PathBuf]| {
-            for p in placed {
-                let _ = crate::remove_any(p);
-            }
-        };
-        let res = (|| -> Result<(), StoreError> {
-            if !layer_known {
-                crate::syncfs(&u.layer_dir)
-                    .map_err(|e| StoreError::io("syncing the unpacked layer", e))?;
-                // A leftover with this name is garbage (no record points to it).
-                crate::remove_any(&layer_dest)
-                    .map_err(|e| StoreError::io("removing a stale layer", e))?;
-                fs::rename(&u.layer_dir, &layer_dest)
-                    .map_err(|e| StoreError::io("storing the layer", e))?;
-                placed.push(layer_dest.clone());
-                crate::sync_dir(&self.root.join("layers"))
-                    .map_err(|e| StoreError::io("syncing layers", e))?;
-            }
-            if !blob_known {
-                fs::rename(&u.blob, &blob_dest)
-                    .map_err(|e| StoreError::io("storing the layer blob", e))?;
-                placed.push(blob_dest.clone());
-            }
-            crate::write_atomic(&self.tmp_dir(), &cfg_dest, &bytes)
-                .map_err(|e| StoreError::io("storing the image config", e))?;
-            placed.push(cfg_dest.clone());
-            crate::sync_dir(&self.root.join("blobs/sha256"))
-                .map_err(|e| StoreError::io("syncing blobs", e))?;
-            Ok(())
-        })();
-        if let Err(e) = res {
-            rollback(&placed);
-            return Err(e);
-        }
-
-        let layer_rec = LayerRecord {
-            chain_id: chain.clone(),
+        let blob_size = fs::metadata(&u.blob)
+            .map(|m| m.len())
+            .map_err(|e| StoreError::io("reading the layer blob", e))?;
+        let placed = self.place_layer(crate::content::Unpacked {
             diff_id: u.diff_id.clone(),
-            parent: None,
             size: u.size,
-        };
-        let rec = ImageRecord {
-            id: id.clone(),
-            chain_ids: vec![chain.clone()],
-            size: u.size,
-            last_tag_time: prep.tag.as_ref().map(|_| created.clone()),
-        };
-        let mut ops = Vec::new();
-        if !layer_known {
-            ops.push(Op::PutLayer(layer_rec.clone()));
-        }
-        ops.push(Op::PutImage(rec.clone()));
-        if let Some(t) = &prep.tag {
-            ops.push(Op::PutTag(t.clone(), id.clone()));
-        }
-        if let Err(e) = self.meta.commit(&ops) {
-            rollback(&placed);
-            return Err(e.into());
-        }
-        let mut st = self.state.write();
-        if !layer_known {
-            st.layers.insert(chain, layer_rec);
-        }
-        st.images.insert(id.clone(), Image { rec, config });
-        if let Some(t) = prep.tag {
-            st.tags.insert(t, id.clone());
-        }
+            blob: crate::db::BlobDesc {
+                digest: u.diff_id.clone(),
+                media_type: crate::media::OCI_LAYER_TAR.to_string(),
+                size: blob_size,
+            },
+            blob_path: u.blob.clone(),
+            layer_dir: u.layer_dir.clone(),
+        })?;
+        let id = self.commit_image(crate::content::NewImage {
+            config: bytes,
+            layers: vec![placed.diff_id],
+            manifests: Vec::new(),
+            repo_digest: None,
+            tags: prep.tag.into_iter().collect(),
+        })?;
         Ok(format!("sha256:{id}"))
     }
 }

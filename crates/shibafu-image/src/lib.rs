@@ -3,25 +3,39 @@
 //! the per-container OverlayFS rootfs ([`rootfs`]).
 //!
 //! On-disk layout under the store root (`<data-root>/image`):
-//! - `blobs/sha256/<hex>`: uncompressed layer tars (digest = diff ID) and
-//!   image config JSON (digest = image ID, as in Docker and OCI);
-//! - `layers/<chain-id-hex>/diff`: unpacked layers, OverlayFS lower dirs;
+//! - `blobs/sha256/<hex>`: content by digest, exactly as pulled, pushed,
+//!   loaded or imported: compressed layer blobs (gzip, zstd or plain tar),
+//!   image configs (digest = image ID), manifests and indexes;
+//! - `layers/<diff-id-hex>/diff`: unpacked layers, OverlayFS lower dirs,
+//!   one per distinct layer whatever images share it;
 //! - `meta.redb`: image records, `repo:tag` references, layer records;
-//! - `tmp/`: work dirs of imports and deletions in progress.
+//! - `ingest/<hex>`: blob downloads in progress or finished but not yet
+//!   part of an image: a pull that was cut resumes from them (HTTP Range);
+//!   removed after a day unused;
+//! - `tmp/`: work dirs of imports, pulls and deletions in progress.
 //!
 //! Invariants: a layer dir or blob becomes visible (renamed into place)
-//! only complete; metadata is committed only after what it points to is in
-//! place; whatever no committed record references (a crash between the two)
-//! is removed at [`ImageStore::open`], as is everything under `tmp/`.
+//! only complete and verified; metadata is committed only after what it
+//! points to is in place; whatever no committed image references (a crash
+//! between the two) is removed at [`ImageStore::open`] (a layer's blobs go
+//! back to `ingest/`, so the next pull does not fetch them again), as is
+//! everything under `tmp/`.
 
+mod archive;
 mod backend;
 mod changes;
+mod content;
 mod db;
 mod filters;
 mod import;
 mod layer;
+mod progress;
+mod pull;
+mod push;
 pub mod reference;
 pub mod rootfs;
+
+pub use shibafu_distribution::{media, ClientConfig as RegistryConfig};
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -59,6 +73,15 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// Content that does not match its digest (a corrupt download).
+    #[error("{0}")]
+    DigestMismatch(String),
+    /// A registry failed or refused (the message is dockerd's text).
+    #[error("{0}")]
+    Registry(String),
+    /// The registry refused the credentials.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("image metadata database: {0}")]
     Db(String),
     #[error("corrupt image store: {0}")]
@@ -88,6 +111,7 @@ impl From<StoreError> for shibafu_api::ApiError {
             StoreError::NotFound(_) => ApiError::NotFound(e.to_string()),
             StoreError::InvalidArgument(m) => ApiError::InvalidArgument(m),
             StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::Unauthorized(m) => ApiError::Unauthorized(m),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -187,13 +211,32 @@ impl State {
             .collect()
     }
 
-    /// Chain IDs that some image other than `except` uses.
+    /// Diff IDs of the layers that some image other than `except` uses.
     fn layers_used(&self, except: &HashSet<&str>) -> HashSet<&str> {
         self.images
             .values()
             .filter(|i| !except.contains(i.rec.id.as_str()))
-            .flat_map(|i| i.rec.chain_ids.iter().map(String::as_str))
+            .flat_map(|i| i.rec.layers.iter().map(String::as_str))
             .collect()
+    }
+
+    /// Blob digests (hex) that images other than `except` need: their
+    /// configs, manifests, and their layers' blobs.
+    fn blobs_used(&self, except: &HashSet<&str>) -> HashSet<String> {
+        let mut out = HashSet::new();
+        for i in self.images.values() {
+            if except.contains(i.rec.id.as_str()) {
+                continue;
+            }
+            out.insert(i.rec.id.clone());
+            out.extend(i.rec.manifests.iter().cloned());
+            for l in &i.rec.layers {
+                if let Some(rec) = self.layers.get(l) {
+                    out.extend(rec.blob_list().into_iter().map(|b| b.digest));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -205,13 +248,18 @@ struct Inner {
     /// covers the file-system half of each change).
     write: Mutex<()>,
     users: RwLock<Option<Arc<dyn shibafu_api::ImageUsers>>>,
+    /// Registry client shared by pulls, pushes and logins.
+    registry: shibafu_distribution::Client,
+    /// Layer downloads in progress, by diff ID, so concurrent pulls fetch a
+    /// shared layer once.
+    inflight: content::Inflight,
 }
 
 impl ImageStore {
     /// Opens (creating if needed) the store at `root` and removes what
     /// interrupted imports and deletions left behind.
     pub fn open(root: &Path) -> Result<ImageStore, StoreError> {
-        for d in ["blobs/sha256", "layers", "tmp"] {
+        for d in ["blobs/sha256", "layers", "tmp", "ingest"] {
             let p = root.join(d);
             fs::create_dir_all(&p)
                 .map_err(|e| StoreError::io(format!("creating {}", p.display()), e))?;
@@ -224,17 +272,33 @@ impl ImageStore {
             }
         }
         let meta = Meta::open(&root.join("meta.redb"))?;
+        let registry = shibafu_distribution::Client::new(RegistryConfig {
+            user_agent: user_agent(),
+            ..Default::default()
+        })
+        .map_err(|e| StoreError::Corrupt(format!("registry client: {e}")))?;
         let inner = Inner {
             root: root.to_path_buf(),
             meta,
             state: RwLock::new(State::default()),
             write: Mutex::new(()),
             users: RwLock::new(None),
+            registry,
+            inflight: content::Inflight::default(),
         };
         inner.load_and_collect()?;
         Ok(ImageStore {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Sets how registries are reached (`--insecure-registry`,
+    /// `--registry-mirror`); applies to pulls and pushes that start later.
+    pub fn set_registry_config(&self, mut cfg: RegistryConfig) {
+        if cfg.user_agent.is_empty() {
+            cfg.user_agent = user_agent();
+        }
+        self.inner.registry.reconfigure(cfg);
     }
 
     /// Registers who uses images (the engine), so `rmi`/`prune` can refuse
@@ -254,7 +318,7 @@ impl ImageStore {
             config: img.config.clone(),
             layers: img
                 .rec
-                .chain_ids
+                .layers
                 .iter()
                 .map(|c| self.inner.layer_diff(c))
                 .collect(),
@@ -285,12 +349,16 @@ impl Inner {
         self.root.join("blobs/sha256").join(hex)
     }
 
-    fn layer_dir(&self, chain: &str) -> PathBuf {
-        self.root.join("layers").join(chain)
+    fn layer_dir(&self, diff_id: &str) -> PathBuf {
+        self.root.join("layers").join(diff_id)
     }
 
-    fn layer_diff(&self, chain: &str) -> PathBuf {
-        self.layer_dir(chain).join("diff")
+    fn layer_diff(&self, diff_id: &str) -> PathBuf {
+        self.layer_dir(diff_id).join("diff")
+    }
+
+    fn ingest_path(&self, hex: &str) -> PathBuf {
+        self.root.join("ingest").join(hex)
     }
 
     fn tmp_dir(&self) -> PathBuf {
@@ -324,7 +392,7 @@ impl Inner {
                 }
             };
             let missing = rec
-                .chain_ids
+                .layers
                 .iter()
                 .find(|c| !contents.layers.contains_key(*c) || !self.layer_diff(c).is_dir());
             if let Some(c) = missing {
@@ -346,11 +414,13 @@ impl Inner {
             .into_iter()
             .map(String::from)
             .collect();
-        for (chain, rec) in contents.layers {
-            if used.contains(&chain) {
-                st.layers.insert(chain, rec);
+        let mut orphan_layers = Vec::new();
+        for (diff, rec) in contents.layers {
+            if used.contains(&diff) {
+                st.layers.insert(diff, rec);
             } else {
-                ops.push(Op::DelLayer(chain));
+                ops.push(Op::DelLayer(diff));
+                orphan_layers.push(rec);
             }
         }
         self.meta.commit(&ops)?;
@@ -364,15 +434,28 @@ impl Inner {
                 self.discard(&layers_root.join(&name));
             }
         }
-        let mut blobs: HashSet<&str> = st.images.keys().map(String::as_str).collect();
-        blobs.extend(st.layers.values().map(|l| l.diff_id.as_str()));
+        let blobs = st.blobs_used(&HashSet::new());
+        // The blobs of layers no image got to use (a pull cut between its
+        // layers and its image) go back to ingest/: the next pull takes
+        // them from there instead of the network.
+        let keep_for_ingest: HashSet<String> = orphan_layers
+            .iter()
+            .flat_map(|l| l.blob_list().into_iter().map(|b| b.digest))
+            .collect();
         let blob_root = self.root.join("blobs/sha256");
         for name in read_dir_names(&blob_root)? {
-            if !blobs.contains(name.as_str()) {
-                tracing::info!(blob = %name, "removing unreferenced blob");
-                let _ = fs::remove_file(blob_root.join(&name));
+            if blobs.contains(&name) {
+                continue;
             }
+            let p = blob_root.join(&name);
+            if keep_for_ingest.contains(&name) && fs::rename(&p, self.ingest_path(&name)).is_ok() {
+                tracing::info!(blob = %name, "unreferenced layer blob kept for the next pull");
+                continue;
+            }
+            tracing::info!(blob = %name, "removing unreferenced blob");
+            let _ = fs::remove_file(p);
         }
+        content::expire_ingests(&self.root.join("ingest"));
         *self.state.write() = st;
         Ok(())
     }
@@ -402,6 +485,7 @@ impl Inner {
         let mut ops = Vec::new();
         let mut items = Vec::new();
         let mut layers_gone = Vec::new();
+        let mut candidates: Vec<String> = ids.to_vec();
         {
             let st = self.state.read();
             let doomed: HashSet<&str> = ids.iter().map(String::as_str).collect();
@@ -421,11 +505,12 @@ impl Inner {
                     ops.push(Op::DelTag(t));
                 }
                 ops.push(Op::DelImage(id.clone()));
+                candidates.extend(img.rec.manifests.iter().cloned());
                 items.push(Item {
                     untagged: None,
                     deleted: Some(format!("sha256:{id}")),
                 });
-                for c in img.rec.chain_ids.iter().rev() {
+                for c in img.rec.layers.iter().rev() {
                     if !still_used.contains(c.as_str()) && seen.insert(c.clone()) {
                         if let Some(l) = st.layers.get(c) {
                             layers_gone.push(l.clone());
@@ -460,14 +545,14 @@ impl Inner {
         }
         // Metadata is committed: from here on, failures only leave garbage
         // that the next open collects.
-        for id in ids {
-            let _ = fs::remove_file(self.blob_path(id));
-        }
-        let st = self.state.read();
         for l in &layers_gone {
-            self.discard(&self.layer_dir(&l.chain_id));
-            if !st.layers.values().any(|o| o.diff_id == l.diff_id) {
-                let _ = fs::remove_file(self.blob_path(&l.diff_id));
+            self.discard(&self.layer_dir(&l.diff_id));
+            candidates.extend(l.blob_list().into_iter().map(|b| b.digest));
+        }
+        let used = self.state.read().blobs_used(&HashSet::new());
+        for hex in candidates {
+            if !used.contains(&hex) {
+                let _ = fs::remove_file(self.blob_path(&hex));
             }
         }
         Ok((items, freed))
@@ -498,6 +583,11 @@ fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::fill(&mut b[..]);
     hex::encode(b)
+}
+
+/// `shibafu/<version>`, the User-Agent registries see.
+fn user_agent() -> String {
+    format!("shibafu/{}", env!("CARGO_PKG_VERSION"))
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -546,3 +636,6 @@ fn unix_of(rfc3339: Option<&str>) -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_registry;

@@ -1,0 +1,659 @@
+//! The content store's write paths, shared by pull, load and import: a
+//! layer unpacked from its blob bytes (gzip, zstd or plain, recognised by
+//! magic) in one pass while the bytes are hashed and kept, the layer placed
+//! under its diff ID, and the single commit that makes an image visible.
+//!
+//! Order, for crash safety: blob and layer dir are renamed into place only
+//! verified, then their layer record is committed; an image record is
+//! committed only once every layer and blob it names is in place. What a
+//! crash leaves unreferenced is collected by [`crate::ImageStore::open`].
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use oci_spec::image::ImageConfiguration;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::db::{BlobDesc, ImageRecord, LayerRecord, Op};
+use crate::{layer, random_hex, Image, Inner, StoreError};
+
+/// Ingest files unused for this long are removed at start-up.
+const INGEST_TTL: Duration = Duration::from_secs(24 * 3600);
+
+const MAGIC_GZIP: &[u8] = &[0x1f, 0x8b];
+const MAGIC_ZSTD: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+const MAGIC_BZIP2: &[u8] = b"BZh";
+const MAGIC_XZ: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
+
+/// How a layer blob is compressed, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// Recognises the compression from the blob's first bytes; bzip2 and xz
+    /// are refused with a message naming them.
+    pub(crate) fn sniff(head: &[u8]) -> Result<Compression, StoreError> {
+        if head.starts_with(MAGIC_GZIP) {
+            return Ok(Compression::Gzip);
+        }
+        if head.starts_with(MAGIC_ZSTD) {
+            return Ok(Compression::Zstd);
+        }
+        for (magic, name) in [(MAGIC_BZIP2, "bzip2"), (MAGIC_XZ, "xz")] {
+            if head.starts_with(magic) {
+                return Err(StoreError::InvalidArgument(format!(
+                    "unsupported layer compression {name} (gzip, zstd and plain tar are supported)"
+                )));
+            }
+        }
+        Ok(Compression::None)
+    }
+
+    /// The OCI media type of a layer blob with this compression.
+    pub(crate) fn media_type(self) -> &'static str {
+        match self {
+            Compression::None => crate::media::OCI_LAYER_TAR,
+            Compression::Gzip => crate::media::OCI_LAYER_GZIP,
+            Compression::Zstd => crate::media::OCI_LAYER_ZSTD,
+        }
+    }
+}
+
+/// A work dir under `tmp/`, removed when dropped.
+pub(crate) struct WorkDir(pub PathBuf);
+
+impl WorkDir {
+    pub(crate) fn new(inner: &Inner, what: &str) -> Result<WorkDir, StoreError> {
+        let p = inner.tmp_dir().join(format!("{what}-{}", random_hex(8)));
+        fs::create_dir_all(&p).map_err(|e| StoreError::io("creating a work dir", e))?;
+        Ok(WorkDir(p))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = crate::remove_any(&self.0) {
+            tracing::warn!(path = %self.0.display(), error = %e, "cannot remove work dir");
+        }
+    }
+}
+
+/// A reader that hashes and counts what passes through it.
+pub(crate) struct HashReader<R> {
+    pub inner: R,
+    pub hasher: Sha256,
+    pub len: u64,
+}
+
+impl<R: Read> HashReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        HashReader {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    pub(crate) fn hex(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+/// Calls `progress` with the running count of bytes read.
+pub(crate) struct CountReader<R, F: Fn(u64)> {
+    pub inner: R,
+    pub count: u64,
+    pub progress: F,
+}
+
+impl<R: Read, F: Fn(u64)> Read for CountReader<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        (self.progress)(self.count);
+        Ok(n)
+    }
+}
+
+/// What we know about a layer before reading it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LayerExpect {
+    /// Hex digest the blob bytes must have.
+    pub blob_digest: Option<String>,
+    /// Hex diff ID the uncompressed tar must have.
+    pub diff_id: Option<String>,
+}
+
+/// A layer unpacked into a work dir, verified, not yet placed.
+pub(crate) struct Unpacked {
+    pub diff_id: String,
+    pub size: u64,
+    pub blob: BlobDesc,
+    /// The file holding the blob bytes (renamed into `blobs/` on placing).
+    pub blob_path: PathBuf,
+    /// `<work>/layer` holding `diff/`.
+    pub layer_dir: PathBuf,
+}
+
+/// Where the blob bytes read by [`Inner::unpack_layer`] are kept.
+pub(crate) enum BlobSink {
+    /// Append to this file (an ingest file, maybe already holding a prefix
+    /// that `src` replays first: `skip` bytes of `src` are not written).
+    Append { path: PathBuf, skip: u64 },
+    /// The source already is this stored file: nothing to write.
+    Existing(PathBuf),
+}
+
+/// Reads `skip` bytes unwritten, then writes everything after to `out`
+/// (when there is one).
+struct SkipTee<R> {
+    inner: R,
+    skip: u64,
+    out: Option<BufWriter<File>>,
+    write_error: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl<R: Read> Read for SkipTee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let unwritten = self.skip.min(n as u64) as usize;
+        self.skip -= unwritten as u64;
+        if let Some(out) = self.out.as_mut().filter(|_| n > unwritten) {
+            if let Err(e) = out.write_all(&buf[unwritten..n]) {
+                let kind = e.kind();
+                *self.write_error.lock() = Some(e);
+                return Err(io::Error::new(kind, "writing the layer blob failed"));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Inner {
+    /// Reads a layer blob from `src` (compression sniffed), unpacks it into
+    /// a fresh dir under `work`, and checks both digests. The blob bytes
+    /// are kept as `sink` says (and synced). `progress(n)` gets the count
+    /// of blob bytes read.
+    pub(crate) fn unpack_layer(
+        &self,
+        src: &mut dyn Read,
+        sink: BlobSink,
+        expect: &LayerExpect,
+        work: &Path,
+        progress: &dyn Fn(u64),
+    ) -> Result<Unpacked, StoreError> {
+        let layer_dir = work.join(format!("layer-{}", random_hex(6)));
+        let diff = layer_dir.join("diff");
+        fs::create_dir_all(&diff).map_err(|e| StoreError::io("creating a layer work dir", e))?;
+        let write_error = Arc::new(Mutex::new(None));
+        let (blob_path, skip, out) = match sink {
+            BlobSink::Append { path, skip } => {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| StoreError::io("opening the layer blob", e))?;
+                (path, skip, Some(BufWriter::with_capacity(512 * 1024, f)))
+            }
+            BlobSink::Existing(path) => (path, 0, None),
+        };
+        let tee = SkipTee {
+            inner: src,
+            skip,
+            out,
+            write_error: write_error.clone(),
+        };
+        let counted = CountReader {
+            inner: tee,
+            count: 0,
+            progress,
+        };
+        let mut blob_hash = HashReader::new(io::BufReader::with_capacity(256 * 1024, counted));
+        let read_failed = |e: io::Error| -> StoreError {
+            match write_error.lock().take() {
+                Some(w) => StoreError::io("writing the layer blob", w),
+                None => StoreError::InvalidArgument(format!("reading the layer failed: {e}")),
+            }
+        };
+        // Sniff the compression from the first bytes.
+        let mut head = Vec::with_capacity(8);
+        let mut chunk = [0u8; 8];
+        while head.len() < 6 {
+            match blob_hash.read(&mut chunk[..6 - head.len()]) {
+                Ok(0) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(read_failed(e)),
+            }
+        }
+        if head.is_empty() {
+            return Err(StoreError::InvalidArgument("the layer is empty".into()));
+        }
+        let comp = Compression::sniff(&head)?;
+        let (diff_hex, stats) = {
+            let raw = io::Cursor::new(head).chain(&mut blob_hash);
+            let decoded: Box<dyn Read + '_> = match comp {
+                Compression::None => Box::new(raw),
+                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+                Compression::Zstd => Box::new(
+                    zstd::stream::read::Decoder::new(raw)
+                        .map_err(|e| StoreError::io("starting zstd decompression", e))?,
+                ),
+            };
+            let mut diff_hash = HashReader::new(decoded);
+            let mut archive = tar::Archive::new(&mut diff_hash);
+            let stats = match layer::unpack(&mut archive, &diff) {
+                Ok(s) => s,
+                Err(layer::UnpackError::Read(e)) => return Err(read_failed(e)),
+                Err(layer::UnpackError::Refused(m)) => {
+                    return Err(StoreError::InvalidArgument(format!("invalid layer: {m}")))
+                }
+                Err(layer::UnpackError::Write { path, source }) => {
+                    let shown = path
+                        .strip_prefix(&diff)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string();
+                    return Err(StoreError::io(
+                        format!("unpacking layer: writing /{shown}"),
+                        source,
+                    ));
+                }
+            };
+            // The diff ID covers the whole tar, the padding after its end
+            // marker included.
+            let rest = archive.into_inner();
+            io::copy(rest, &mut io::sink()).map_err(read_failed)?;
+            if diff_hash.len == 0 {
+                return Err(StoreError::InvalidArgument(
+                    "invalid layer: no tar header found".into(),
+                ));
+            }
+            (diff_hash.hex(), stats)
+        };
+        // The blob digest covers every byte of the blob, trailing ones too.
+        io::copy(&mut blob_hash, &mut io::sink()).map_err(read_failed)?;
+        let blob_hex = blob_hash.hex();
+        let blob_len = blob_hash.len;
+        if let Some(want) = &expect.blob_digest {
+            if *want != blob_hex {
+                return Err(StoreError::DigestMismatch(format!(
+                    "filesystem layer verification failed for digest sha256:{want}: got sha256:{blob_hex}"
+                )));
+            }
+        }
+        if let Some(want) = &expect.diff_id {
+            if *want != diff_hex {
+                return Err(StoreError::DigestMismatch(format!(
+                    "layer sha256:{blob_hex} unpacks to diff ID sha256:{diff_hex}, the image config says sha256:{want}"
+                )));
+            }
+        }
+        let tee = blob_hash.inner.into_inner().inner;
+        if let Some(out) = tee.out {
+            let f = out
+                .into_inner()
+                .map_err(|e| StoreError::io("writing the layer blob", e.into_error()))?;
+            f.sync_all()
+                .map_err(|e| StoreError::io("syncing the layer blob", e))?;
+        }
+        Ok(Unpacked {
+            diff_id: diff_hex,
+            size: stats.size,
+            blob: BlobDesc {
+                digest: blob_hex,
+                media_type: comp.media_type().to_string(),
+                size: blob_len,
+            },
+            blob_path,
+            layer_dir,
+        })
+    }
+
+    /// Places an unpacked layer: its dir under `layers/<diff>`, its blob
+    /// under `blobs/`, and its record. A layer another pull placed
+    /// meanwhile is kept (ours is dropped); a new blob form of a known
+    /// layer is added to its record.
+    pub(crate) fn place_layer(&self, u: Unpacked) -> Result<LayerRecord, StoreError> {
+        crate::syncfs(&u.layer_dir).map_err(|e| StoreError::io("syncing the unpacked layer", e))?;
+        let _w = self.write.lock();
+        let existing = self.state.read().layers.get(&u.diff_id).cloned();
+        let blob_dest = self.blob_path(&u.blob.digest);
+        let mut placed: Vec<PathBuf> = Vec::new();
+        let res = (|| -> Result<LayerRecord, StoreError> {
+            let mut rec = match existing {
+                Some(r) => r,
+                None => {
+                    let dest = self.layer_dir(&u.diff_id);
+                    // A leftover with this name is garbage (no record points to it).
+                    crate::remove_any(&dest)
+                        .map_err(|e| StoreError::io("removing a stale layer", e))?;
+                    fs::rename(&u.layer_dir, &dest)
+                        .map_err(|e| StoreError::io("storing the layer", e))?;
+                    placed.push(dest);
+                    crate::sync_dir(&self.root.join("layers"))
+                        .map_err(|e| StoreError::io("syncing layers", e))?;
+                    LayerRecord {
+                        diff_id: u.diff_id.clone(),
+                        size: u.size,
+                        blobs: Vec::new(),
+                    }
+                }
+            };
+            if rec.blobs.is_empty() && self.blob_path(&rec.diff_id).exists() {
+                // A legacy record: make its implicit uncompressed blob explicit.
+                rec.blobs = rec.blob_list();
+            }
+            if !rec.blobs.iter().any(|b| b.digest == u.blob.digest) {
+                if !blob_dest.exists() {
+                    fs::rename(&u.blob_path, &blob_dest)
+                        .map_err(|e| StoreError::io("storing the layer blob", e))?;
+                    placed.push(blob_dest.clone());
+                    crate::sync_dir(&self.root.join("blobs/sha256"))
+                        .map_err(|e| StoreError::io("syncing blobs", e))?;
+                }
+                rec.blobs.push(u.blob.clone());
+            }
+            self.meta.commit(&[Op::PutLayer(rec.clone())])?;
+            Ok(rec)
+        })();
+        match res {
+            Ok(rec) => {
+                if u.blob_path != blob_dest {
+                    let _ = fs::remove_file(&u.blob_path);
+                }
+                self.state
+                    .write()
+                    .layers
+                    .insert(rec.diff_id.clone(), rec.clone());
+                Ok(rec)
+            }
+            Err(e) => {
+                for p in placed {
+                    let _ = crate::remove_any(&p);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores small content (configs, manifests) under its digest; returns
+    /// the hex digest. Already stored content is left as it is.
+    pub(crate) fn put_small_blob(&self, data: &[u8]) -> Result<String, StoreError> {
+        let hex = crate::sha256_hex(data);
+        let dest = self.blob_path(&hex);
+        if !dest.exists() {
+            crate::write_atomic(&self.tmp_dir(), &dest, data)
+                .map_err(|e| StoreError::io("storing a blob", e))?;
+        }
+        Ok(hex)
+    }
+
+    /// Makes an image visible: config and manifests stored, then one
+    /// metadata commit with the image record and its tags. Every layer must
+    /// be placed already. An image that exists gains the new repo digest,
+    /// manifests and tags. Returns the image ID hex.
+    pub(crate) fn commit_image(&self, new: NewImage) -> Result<String, StoreError> {
+        let config = ImageConfiguration::from_reader(&new.config[..])
+            .map_err(|e| StoreError::InvalidArgument(format!("invalid image config: {e}")))?;
+        let diff_ids: Vec<String> = config
+            .rootfs()
+            .diff_ids()
+            .iter()
+            .map(|d| d.strip_prefix("sha256:").unwrap_or(d).to_string())
+            .collect();
+        if diff_ids != new.layers {
+            return Err(StoreError::InvalidArgument(format!(
+                "the image config names {} layers that are not the {} layers given",
+                diff_ids.len(),
+                new.layers.len()
+            )));
+        }
+        let id = self.put_small_blob(&new.config)?;
+        let mut manifests = Vec::new();
+        for m in &new.manifests {
+            manifests.push(self.put_small_blob(m)?);
+        }
+        crate::sync_dir(&self.root.join("blobs/sha256"))
+            .map_err(|e| StoreError::io("syncing blobs", e))?;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let _w = self.write.lock();
+        let (mut rec, size) = {
+            let st = self.state.read();
+            let mut size = 0;
+            for l in &new.layers {
+                match st.layers.get(l) {
+                    Some(r) => size += r.size,
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "layer sha256:{l} is not in the store"
+                        )))
+                    }
+                }
+            }
+            let rec = st.images.get(&id).map(|i| i.rec.clone());
+            (rec, size)
+        };
+        let rec = match rec.as_mut() {
+            Some(r) => {
+                for m in manifests {
+                    if !r.manifests.contains(&m) {
+                        r.manifests.push(m);
+                    }
+                }
+                if let Some(d) = &new.repo_digest {
+                    // One digest per repository, the latest, as Docker keeps it.
+                    let repo = d.split('@').next().unwrap_or_default();
+                    r.repo_digests
+                        .retain(|o| o.split('@').next().unwrap_or_default() != repo);
+                    r.repo_digests.push(d.clone());
+                }
+                if !new.tags.is_empty() {
+                    r.last_tag_time = Some(now.clone());
+                }
+                r.clone()
+            }
+            None => ImageRecord {
+                id: id.clone(),
+                layers: new.layers.clone(),
+                size,
+                last_tag_time: (!new.tags.is_empty()).then(|| now.clone()),
+                repo_digests: new.repo_digest.iter().cloned().collect(),
+                manifests,
+                stored_at: Some(now.clone()),
+            },
+        };
+        let mut ops = vec![Op::PutImage(rec.clone())];
+        for t in &new.tags {
+            ops.push(Op::PutTag(t.clone(), id.clone()));
+        }
+        self.meta.commit(&ops)?;
+        let mut st = self.state.write();
+        st.images.insert(id.clone(), Image { rec, config });
+        for t in new.tags {
+            st.tags.insert(t, id.clone());
+        }
+        Ok(id)
+    }
+
+    /// What `save` and `push` need of an image.
+    pub(crate) fn export_image(&self, reference: &str) -> Result<ExportImage, StoreError> {
+        let st = self.state.read();
+        let found = st.find(reference)?;
+        let img = &st.images[&found.id];
+        let config = fs::read(self.blob_path(&found.id))
+            .map_err(|e| StoreError::io("reading the image config", e))?;
+        let mut layers = Vec::new();
+        for l in &img.rec.layers {
+            let rec = st
+                .layers
+                .get(l)
+                .ok_or_else(|| StoreError::Corrupt(format!("layer sha256:{l} is missing")))?;
+            let mut blobs = rec.blob_list();
+            for b in &mut blobs {
+                if b.size == 0 {
+                    b.size = fs::metadata(self.blob_path(&b.digest))
+                        .map(|m| m.len())
+                        .unwrap_or(0);
+                }
+            }
+            layers.push(ExportLayer {
+                diff_id: l.clone(),
+                blobs,
+            });
+        }
+        let mut manifests = Vec::new();
+        for m in &img.rec.manifests {
+            if let Ok(bytes) = fs::read(self.blob_path(m)) {
+                manifests.push((m.clone(), bytes));
+            }
+        }
+        Ok(ExportImage {
+            id: found.id.clone(),
+            config,
+            layers,
+            manifests,
+            tags: st.tags_of(&found.id),
+            named_tag: found.tag.clone(),
+            repo_digests: img.rec.repo_digests.clone(),
+        })
+    }
+
+    /// A stored blob's path (for streaming it out).
+    pub(crate) fn blob_file(&self, hex: &str) -> PathBuf {
+        self.blob_path(hex)
+    }
+}
+
+/// A new image for [`Inner::commit_image`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NewImage {
+    /// The config JSON, exact bytes (its digest is the image ID).
+    pub config: Vec<u8>,
+    /// Diff IDs (hex), lowest first; every one already placed.
+    pub layers: Vec<String>,
+    /// Manifest and index blobs to keep, exact bytes.
+    pub manifests: Vec<Vec<u8>>,
+    /// `familiar-repo@sha256:<hex>` to add to `RepoDigests`.
+    pub repo_digest: Option<String>,
+    /// Familiar `repo:tag` names to point at the image.
+    pub tags: Vec<String>,
+}
+
+/// An image as `save` and `push` read it.
+#[derive(Debug, Clone)]
+pub(crate) struct ExportImage {
+    /// Hex image ID.
+    pub id: String,
+    pub config: Vec<u8>,
+    pub layers: Vec<ExportLayer>,
+    /// (hex digest, bytes) of the kept manifests and indexes.
+    pub manifests: Vec<(String, Vec<u8>)>,
+    pub tags: Vec<String>,
+    /// The `repo:tag` the reference named, when it named one.
+    pub named_tag: Option<String>,
+    pub repo_digests: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ExportLayer {
+    pub diff_id: String,
+    /// Stored blob forms (at least one); paths from [`Inner::blob_file`].
+    pub blobs: Vec<BlobDesc>,
+}
+
+/// The result a finished layer download announces to pulls waiting on it.
+pub(crate) type Outcome = Option<Result<(), String>>;
+
+/// Layer downloads in progress by diff ID: the first pull to claim a layer
+/// fetches it, later ones wait for its outcome.
+#[derive(Default, Clone)]
+pub(crate) struct Inflight {
+    map: Arc<Mutex<HashMap<String, watch::Receiver<Outcome>>>>,
+}
+
+pub(crate) enum Claim {
+    Mine(ClaimGuard),
+    Wait(watch::Receiver<Outcome>),
+}
+
+/// Held by the pull that fetches a layer; tells the waiters how it ended
+/// (a guard dropped without [`ClaimGuard::done`] reports a failure).
+pub(crate) struct ClaimGuard {
+    owner: Inflight,
+    key: String,
+    tx: watch::Sender<Outcome>,
+    finished: bool,
+}
+
+impl Inflight {
+    pub(crate) fn claim(&self, diff_id: &str) -> Claim {
+        let mut m = self.map.lock();
+        if let Some(rx) = m.get(diff_id) {
+            return Claim::Wait(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        m.insert(diff_id.to_string(), rx);
+        Claim::Mine(ClaimGuard {
+            owner: self.clone(),
+            key: diff_id.to_string(),
+            tx,
+            finished: false,
+        })
+    }
+}
+
+impl ClaimGuard {
+    pub(crate) fn done(mut self, res: Result<(), String>) {
+        self.finished = true;
+        self.owner.map.lock().remove(&self.key);
+        let _ = self.tx.send(Some(res));
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.owner.map.lock().remove(&self.key);
+            let _ = self
+                .tx
+                .send(Some(Err("the download was abandoned".to_string())));
+        }
+    }
+}
+
+/// Removes ingest files unused for [`INGEST_TTL`].
+pub(crate) fn expire_ingests(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let now = SystemTime::now();
+    for e in rd.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > INGEST_TTL);
+        if old {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
