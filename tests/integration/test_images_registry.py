@@ -351,6 +351,7 @@ def test_shibafu_pull_cli(daemon, docker, fx):
     try:
         r = daemon.shibafu("pull", ref, timeout=180)
         assert r.returncode == 0, r.stderr
+        assert "\x1b[" not in r.stdout + r.stderr  # not a terminal: plain lines, no bars
         assert ref in image_refs(docker)
         assert image_inspect(docker, ref)["Id"] == img["host"]["config"]
         r = daemon.shibafu("pull", f"{fx.reg.addr}/img/nope:v1", timeout=60)
@@ -524,6 +525,49 @@ def test_registry_mirror_serves_docker_io(tmp_path):
         # a name the mirror does not have: a clear error, nothing stored
         r = d2.docker("pull", "nosuchbox:mirrortest", timeout=120)
         assert r.returncode != 0 and r.stderr.strip()
+    finally:
+        if reg:
+            reg.stop()
+        errs = d2.teardown()
+        assert not [e for e in errs if "leftover" in e], errs
+
+
+@pytest.mark.timeout(300)
+def test_disk_full_mid_pull(fx, tmp_path):
+    """A data root that fills up during a pull (a 40 MiB tmpfs, a 64 MiB
+    layer): a clear error, nothing half-stored; with room again, the same pull
+    works. A second daemon of this test's own (its data root is the tmpfs), in
+    its own holder namespace, with its own registry holding the image."""
+    d2 = Daemon(Path(tempfile.mkdtemp(prefix="shibafu-full-", dir="/tmp")), shibafu_bin(),
+                Path(os.environ.get("SHIBAFU_TEST_LOGDIR", "/tmp/shibafu-test-logs")))
+    reg = None
+    try:
+        d2.start_holder()
+        d2.data_root.mkdir(parents=True, exist_ok=True)
+        r = d2.ns_run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(d2.data_root)], net=False)
+        assert r.returncode == 0, r.stderr
+        reg = Registry(d2, tmp_path / "reg").start()
+        name = uniq("full")
+        info = make_oci_image(tmp_path / "l", "full", name=name, layers="base,random:64,files,whiteout",
+                              seed=name, gzip_level=1)
+        reg.push_layout(tmp_path / "l", "full", "img/full:v1")
+        ref = f"{reg.addr}/img/full:v1"
+        d2.start()
+        before = image_refs(d2.docker)
+        r = d2.docker("pull", ref, timeout=180)
+        assert r.returncode != 0
+        assert "no space left on device" in r.stderr.lower(), r.stderr
+        assert d2.alive(), d2.log_tail()
+        assert image_refs(d2.docker) == before
+        assert image_inspect(d2.docker, ref) is None
+        r = d2.ns_run(["mount", "-o", "remount,size=400m", str(d2.data_root)], net=False)
+        assert r.returncode == 0, r.stderr
+        r = d2.docker("pull", ref, timeout=180)
+        assert r.returncode == 0, f"{r.stderr}\n{d2.log_tail()}"
+        out = d2.docker("run", "--rm", "--network", "none", ref, "sh", "-c", FIXTURE_CHECK, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == fixture_check_output(name)
+        assert image_inspect(d2.docker, ref)["Id"] == info["manifests"]["linux/amd64"]["config"]
     finally:
         if reg:
             reg.stop()
