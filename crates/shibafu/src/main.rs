@@ -14,6 +14,7 @@
 mod config;
 mod daemon;
 mod image_events;
+mod registry_cmd;
 mod sched;
 
 // (Unit tests keep the test harness's own main.)
@@ -30,6 +31,7 @@ fn run() -> libc::c_int {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let code = match args.get(1).and_then(|a| a.to_str()) {
         Some("daemon") => daemon::main(&args),
+        Some("registry") => registry_cmd::main(&args),
         Some("supervise") => {
             // The supervisor must stay single-threaded (libcontainer forks with
             // raw clone3): nothing before this line may start a thread.
