@@ -167,13 +167,29 @@ impl State {
             return self.find_prefix(hex).ok_or_else(not_found);
         }
         if let Ok(r) = reference::parse(reference) {
-            if r.digest.is_none() {
-                let t = r.tagged();
-                if let Some(id) = self.tags.get(&t) {
-                    return Ok(Found {
-                        id: id.clone(),
-                        tag: Some(t),
-                    });
+            match &r.digest {
+                None => {
+                    let t = r.tagged();
+                    if let Some(id) = self.tags.get(&t) {
+                        return Ok(Found {
+                            id: id.clone(),
+                            tag: Some(t),
+                        });
+                    }
+                }
+                Some(d) => {
+                    // `repo@sha256:...`: the image pulled by (or pushed as)
+                    // that manifest.
+                    let want = format!("{}@{d}", r.repo);
+                    return self
+                        .images
+                        .values()
+                        .find(|i| i.rec.repo_digests.contains(&want))
+                        .map(|i| Found {
+                            id: i.rec.id.clone(),
+                            tag: None,
+                        })
+                        .ok_or_else(not_found);
                 }
             }
         }
@@ -503,6 +519,14 @@ impl Inner {
                         });
                     }
                     ops.push(Op::DelTag(t));
+                }
+                if untag_items {
+                    for d in &img.rec.repo_digests {
+                        items.push(Item {
+                            untagged: Some(d.clone()),
+                            deleted: None,
+                        });
+                    }
                 }
                 ops.push(Op::DelImage(id.clone()));
                 candidates.extend(img.rec.manifests.iter().cloned());

@@ -244,11 +244,12 @@ impl<W: Write> Write for HashWriter<W> {
 
 /// A manifest generated for an image without a usable stored one:
 /// Docker v2 schema 2 when every layer is gzip, OCI otherwise.
+/// Also returns the diff IDs it already announced ("Preparing").
 async fn generated_plan(
     inner: &Arc<Inner>,
     img: &ExportImage,
     rep: &Reporter,
-) -> Result<Plan, StoreError> {
+) -> Result<(Plan, HashSet<String>), StoreError> {
     let mut picks: Vec<Option<BlobDesc>> = Vec::new();
     let mut to_compress = Vec::new();
     for (i, l) in img.layers.iter().enumerate() {
@@ -268,23 +269,22 @@ async fn generated_plan(
                 let src = stored.first().ok_or_else(|| {
                     StoreError::Corrupt(format!("layer sha256:{} has no stored blob", l.diff_id))
                 })?;
-                to_compress.push((i, l.diff_id.clone(), src.digest.clone(), src.size));
+                to_compress.push((i, l.diff_id.clone(), src.digest.clone()));
                 picks.push(None);
             }
         }
     }
     // Compress the layers made here, in parallel.
     let mut handles = Vec::new();
-    for (i, diff, src, size) in to_compress {
+    let mut prepared = HashSet::new();
+    for (i, diff, src) in to_compress {
+        prepared.insert(diff.clone());
         let inner = Arc::clone(inner);
         let id = short_id(&diff);
         rep.layer(&id, "Preparing");
-        let throttle = rep.throttled(&id, "Compressing", size);
         handles.push((
             i,
-            tokio::task::spawn_blocking(move || {
-                compress_layer(&inner, &diff, &src, &|n| throttle.update(n))
-            }),
+            tokio::task::spawn_blocking(move || compress_layer(&inner, &diff, &src, &|_| {})),
         ));
     }
     for (i, h) in handles {
@@ -332,12 +332,15 @@ async fn generated_plan(
     });
     let bytes =
         serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(Plan {
-        manifest: bytes,
-        media_type: mt.to_string(),
-        config,
-        layers,
-    })
+    Ok((
+        Plan {
+            manifest: bytes,
+            media_type: mt.to_string(),
+            config,
+            layers,
+        },
+        prepared,
+    ))
 }
 
 async fn push_one(
@@ -349,8 +352,8 @@ async fn push_one(
     job: Job,
     rep: &Reporter,
 ) -> Result<(), StoreError> {
-    let plan = match stored_plan(inner, &job.image) {
-        Some(p) => p,
+    let (plan, prepared) = match stored_plan(inner, &job.image) {
+        Some(p) => (p, HashSet::new()),
         None => generated_plan(inner, &job.image, rep).await?,
     };
     // Other repositories of the same registry this image came from: the
@@ -367,12 +370,15 @@ async fn push_one(
     let sem = Arc::new(Semaphore::new(PARALLEL_UPLOADS));
     let mut seen = HashSet::new();
     let mut tasks = Vec::new();
-    for b in &plan.layers {
+    // Layers are shown by diff ID, as dockerd shows them when pushing.
+    for (b, l) in plan.layers.iter().zip(&job.image.layers) {
         if !seen.insert(b.digest.clone()) {
             continue;
         }
-        let id = short_id(&b.digest);
-        rep.layer(&id, "Preparing");
+        let id = short_id(&l.diff_id);
+        if !prepared.contains(&l.diff_id) {
+            rep.layer(&id, "Preparing");
+        }
         let (inner, client, repo, creds, rep, sem, sources, b) = (
             Arc::clone(inner),
             client.clone(),
