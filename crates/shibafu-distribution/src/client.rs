@@ -28,9 +28,10 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 32 << 20;
 
 /// As dockerd's dialer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// A stalled read fails after this long; a slow but moving big layer never
-/// times out.
-const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A stalled transfer fails after this long without progress (waiting for
+/// response headers, reading a body, or the registry taking no more of an
+/// upload); a slow but moving big layer never times out.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// dockerd refuses manifests above 4 MiB.
 const MANIFEST_MAX: usize = 4 << 20;
 /// Ceiling for [`Client::get_blob_bytes`] (image configs), so a hostile
@@ -42,6 +43,8 @@ const MIRROR_DOWN_FOR: Duration = Duration::from_secs(30);
 const CHUNK_RETRIES: u32 = 4;
 /// docker's OAuth client id (token servers may key refresh tokens on it).
 const CLIENT_ID: &str = "docker";
+/// Token cache size above which expired entries are swept.
+const TOKEN_CACHE_PRUNE: usize = 256;
 /// Read size of uploaded files.
 const UPLOAD_READ: usize = 256 << 10;
 
@@ -73,6 +76,8 @@ struct Inner {
     /// Mirrors that failed to connect, and when.
     down: Mutex<HashMap<String, Instant>>,
     chunk_size: AtomicU64,
+    /// [`DEFAULT_IDLE_TIMEOUT`] unless set, in milliseconds.
+    idle_ms: AtomicU64,
     /// Where docker.io lives.
     hub: RwLock<String>,
 }
@@ -100,7 +105,17 @@ struct Ctx<'a> {
     creds: &'a Credentials,
 }
 
-type Build<'b> = dyn Fn(RequestBuilder) -> Result<RequestBuilder, Error> + Send + Sync + 'b;
+type Build<'b> =
+    dyn Fn(RequestBuilder, &Activity) -> Result<RequestBuilder, Error> + Send + Sync + 'b;
+
+/// When a request last made progress (sent body bytes): the idle watchdog
+/// of [`Client::send`] measures from it.
+type Activity = Arc<Mutex<Instant>>;
+
+/// A request without a body to stream.
+fn plain(rb: RequestBuilder, _: &Activity) -> Result<RequestBuilder, Error> {
+    Ok(rb)
+}
 
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Client, Error> {
@@ -119,6 +134,7 @@ impl Client {
                 tokens: Mutex::new(HashMap::new()),
                 down: Mutex::new(HashMap::new()),
                 chunk_size: AtomicU64::new(DEFAULT_CHUNK_SIZE),
+                idle_ms: AtomicU64::new(DEFAULT_IDLE_TIMEOUT.as_millis() as u64),
                 hub: RwLock::new(endpoint::DOCKER_HUB.to_string()),
             }),
         })
@@ -140,6 +156,23 @@ impl Client {
             bytes
         };
         self.inner.chunk_size.store(v, Ordering::Relaxed);
+    }
+
+    /// Sets how long a transfer may stall before it fails (zero restores
+    /// [`DEFAULT_IDLE_TIMEOUT`]).
+    pub fn set_idle_timeout(&self, idle: Duration) {
+        let idle = if idle.is_zero() {
+            DEFAULT_IDLE_TIMEOUT
+        } else {
+            idle
+        };
+        self.inner
+            .idle_ms
+            .store(idle.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        Duration::from_millis(self.inner.idle_ms.load(Ordering::Relaxed))
     }
 
     /// Serves `docker.io` from `base` (`http://127.0.0.1:5000`) instead of
@@ -206,7 +239,8 @@ impl Client {
         let mut rb = self
             .http(remote.verify)
             .get(&url)
-            .header(header::USER_AGENT, self.user_agent());
+            .header(header::USER_AGENT, self.user_agent())
+            .timeout(self.idle());
         if let Some(a) = auth {
             rb = rb.header(header::AUTHORIZATION, a);
         }
@@ -258,7 +292,7 @@ impl Client {
         let ctx = self.ctx(&ep, vec![scope(repo, "pull")], creds).await?;
         let url = format!("{}/v2/{}/manifests/{reference}", ctx.remote.base, repo.path);
         let resp = self
-            .send(&ctx, Method::GET, &url, &|rb| {
+            .send(&ctx, Method::GET, &url, &|rb, _| {
                 Ok(rb.header(header::ACCEPT, ACCEPT_MANIFESTS))
             })
             .await?;
@@ -268,7 +302,7 @@ impl Client {
         let header_digest = header_str(resp.headers(), "docker-content-digest");
         let content_type = header_str(resp.headers(), "content-type")
             .map(|ct| ct.split(';').next().unwrap_or("").trim().to_string());
-        let bytes = read_limited(resp, MANIFEST_MAX, &url).await?;
+        let bytes = read_limited(resp, MANIFEST_MAX, self.idle()).await?;
         if is_digest(reference) {
             verify_digest(reference, &bytes)?;
         }
@@ -315,7 +349,7 @@ impl Client {
         let ctx = self.ctx(&ep, vec![scope(repo, "pull")], creds).await?;
         let url = format!("{}/v2/{}/blobs/{digest}", ctx.remote.base, repo.path);
         let mut resp = self
-            .send(&ctx, Method::GET, &url, &|rb| {
+            .send(&ctx, Method::GET, &url, &|rb, _| {
                 Ok(if offset > 0 {
                     rb.header(header::RANGE, format!("bytes={offset}-"))
                 } else {
@@ -326,7 +360,7 @@ impl Client {
         if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE && offset > 0 {
             // The offset is past what the registry has: start over.
             drain(resp).await;
-            resp = self.send(&ctx, Method::GET, &url, &Ok).await?;
+            resp = self.send(&ctx, Method::GET, &url, &plain).await?;
         }
         let (start, total) = match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
@@ -339,13 +373,10 @@ impl Client {
             s if s.is_success() => (0, resp.content_length()),
             _ => return Err(status_error(resp).await),
         };
-        let stream = resp
-            .bytes_stream()
-            .map_err(move |e| Error::Io(read_reason(&url, &e)));
         Ok(BlobReader {
             total,
             offset: start,
-            stream: Box::pin(stream),
+            stream: body_stream(resp, self.idle()),
         })
     }
 
@@ -395,7 +426,7 @@ impl Client {
         validate_digest(digest)?;
         let ctx = self.push_ctx(repo, None, creds).await?;
         let url = format!("{}/v2/{}/blobs/{digest}", ctx.remote.base, repo.path);
-        let resp = self.send(&ctx, Method::HEAD, &url, &Ok).await?;
+        let resp = self.send(&ctx, Method::HEAD, &url, &plain).await?;
         match resp.status() {
             s if s.is_success() => Ok(Some(
                 header_str(resp.headers(), "content-length")
@@ -432,7 +463,7 @@ impl Client {
             .append_pair("from", &from.path);
         let url = url.to_string();
         let resp = self
-            .send(&ctx, Method::POST, &url, &|rb| {
+            .send(&ctx, Method::POST, &url, &|rb, _| {
                 Ok(rb.header(header::CONTENT_LENGTH, "0"))
             })
             .await?;
@@ -479,7 +510,7 @@ impl Client {
         let ctx = self.push_ctx(repo, None, creds).await?;
         let start = format!("{}/v2/{}/blobs/uploads/", ctx.remote.base, repo.path);
         let resp = self
-            .send(&ctx, Method::POST, &start, &|rb| {
+            .send(&ctx, Method::POST, &start, &|rb, _| {
                 Ok(rb.header(header::CONTENT_LENGTH, "0"))
             })
             .await?;
@@ -514,11 +545,11 @@ impl Client {
     ) -> Result<(), Error> {
         let url = with_digest(loc, digest)?;
         let resp = self
-            .send(ctx, Method::PUT, &url, &|rb| {
+            .send(ctx, Method::PUT, &url, &|rb, act| {
                 Ok(rb
                     .header(header::CONTENT_TYPE, "application/octet-stream")
                     .header(header::CONTENT_LENGTH, size.to_string())
-                    .body(file_body(path, 0, size, progress.clone())?))
+                    .body(file_body(path, 0, size, progress.clone(), act)?))
             })
             .await?;
         if !resp.status().is_success() {
@@ -548,12 +579,12 @@ impl Client {
             let len = chunk.min(size - offset);
             let end = offset + len - 1;
             let sent = self
-                .send(ctx, Method::PATCH, &loc, &|rb| {
+                .send(ctx, Method::PATCH, &loc, &|rb, act| {
                     Ok(rb
                         .header(header::CONTENT_TYPE, "application/octet-stream")
                         .header(header::CONTENT_LENGTH, len.to_string())
                         .header(header::CONTENT_RANGE, format!("{offset}-{end}"))
-                        .body(file_body(path, offset, len, progress.clone())?))
+                        .body(file_body(path, offset, len, progress.clone(), act)?))
                 })
                 .await;
             let failure = match sent {
@@ -592,7 +623,7 @@ impl Client {
         }
         let url = with_digest(&loc, digest)?;
         let resp = self
-            .send(ctx, Method::PUT, &url, &|rb| {
+            .send(ctx, Method::PUT, &url, &|rb, _| {
                 Ok(rb.header(header::CONTENT_LENGTH, "0"))
             })
             .await?;
@@ -606,7 +637,7 @@ impl Client {
     /// `GET <upload URL>`: the upload's current location and how many bytes
     /// the registry holds (`Range: 0-<last>`).
     async fn upload_status(&self, ctx: &Ctx<'_>, loc: &str) -> Result<(String, u64), Error> {
-        let resp = self.send(ctx, Method::GET, loc, &Ok).await?;
+        let resp = self.send(ctx, Method::GET, loc, &plain).await?;
         if !resp.status().is_success() {
             return Err(status_error(resp).await);
         }
@@ -627,7 +658,7 @@ impl Client {
 
     /// Best-effort `DELETE` of an upload session we will not finish.
     async fn cancel_upload(&self, ctx: &Ctx<'_>, loc: &str) {
-        match self.send(ctx, Method::DELETE, loc, &Ok).await {
+        match self.send(ctx, Method::DELETE, loc, &plain).await {
             Ok(resp) => drain(resp).await,
             Err(e) => tracing::debug!(%e, loc, "cancelling upload"),
         }
@@ -650,7 +681,7 @@ impl Client {
         let ctx = self.push_ctx(repo, None, creds).await?;
         let url = format!("{}/v2/{}/manifests/{reference}", ctx.remote.base, repo.path);
         let resp = self
-            .send(&ctx, Method::PUT, &url, &|rb| {
+            .send(&ctx, Method::PUT, &url, &|rb, _| {
                 Ok(rb
                     .header(header::CONTENT_TYPE, media_type)
                     .body(bytes.clone()))
@@ -763,8 +794,10 @@ impl Client {
         self.inner.remotes.lock().remove(key);
     }
 
-    /// `GET /v2/`: learns the auth challenges; for insecure registries
-    /// tries HTTPS without verification, then plain HTTP.
+    /// `GET /v2/`: learns the auth challenges. Insecure registries: HTTPS
+    /// without verification, then plain HTTP; loopback: plain HTTP, then
+    /// HTTPS without verification when nothing or a TLS server answers
+    /// (Go's TLS server says 400 to plain HTTP).
     async fn ping(&self, ep: &Endpoint) -> Result<Remote, Error> {
         let remote = |base: String, verify: bool, challenges| Remote {
             key: ep.base.clone(),
@@ -772,12 +805,25 @@ impl Client {
             verify,
             challenges: RwLock::new(challenges),
         };
-        match self.ping_at(&ep.base, ep.verify).await {
-            Ok(ch) => Ok(remote(ep.base.clone(), ep.verify, ch)),
-            Err(e) if ep.http_fallback => {
-                let base = ep.base.replacen("https://", "http://", 1);
+        let first = self.ping_at(&ep.base, ep.verify).await;
+        match first {
+            Ok((status, ch)) => {
+                if ep.https_fallback && status == StatusCode::BAD_REQUEST {
+                    let base = ep.base.replacen("http://", "https://", 1);
+                    if let Ok((_, ch)) = self.ping_at(&base, false).await {
+                        return Ok(remote(base, false, ch));
+                    }
+                }
+                Ok(remote(ep.base.clone(), ep.verify, ch))
+            }
+            Err(e) if ep.http_fallback || ep.https_fallback => {
+                let base = if ep.http_fallback {
+                    ep.base.replacen("https://", "http://", 1)
+                } else {
+                    ep.base.replacen("http://", "https://", 1)
+                };
                 match self.ping_at(&base, false).await {
-                    Ok(ch) => Ok(remote(base, false, ch)),
+                    Ok((_, ch)) => Ok(remote(base, false, ch)),
                     Err(_) => Err(e),
                 }
             }
@@ -785,18 +831,24 @@ impl Client {
         }
     }
 
-    async fn ping_at(&self, base: &str, verify: bool) -> Result<Vec<Challenge>, Error> {
+    async fn ping_at(
+        &self,
+        base: &str,
+        verify: bool,
+    ) -> Result<(StatusCode, Vec<Challenge>), Error> {
         let url = format!("{base}/v2/");
         let resp = self
             .http(verify)
             .get(&url)
             .header(header::USER_AGENT, self.user_agent())
+            .timeout(self.idle())
             .send()
             .await
             .map_err(|e| unreachable(&Method::GET, &url, &e))?;
+        let status = resp.status();
         let ch = challenges_of(resp.headers());
         drain(resp).await;
-        Ok(ch)
+        Ok((status, ch))
     }
 
     /// Sends a request with the endpoint's auth; on 401 re-reads the
@@ -822,12 +874,23 @@ impl Client {
             if let Some(a) = &auth {
                 rb = rb.header(header::AUTHORIZATION, a);
             }
-            let resp = build(rb)?.send().await.map_err(|e| {
-                if e.is_connect() {
-                    self.forget(&ctx.remote.key);
+            let activity: Activity = Arc::new(Mutex::new(Instant::now()));
+            let pending = build(rb, &activity)?.send();
+            let resp = tokio::select! {
+                r = pending => r.map_err(|e| {
+                    if e.is_connect() {
+                        self.forget(&ctx.remote.key);
+                    }
+                    unreachable(&method, url, &e)
+                })?,
+                () = idle_watch(&activity, self.idle()) => {
+                    return Err(Error::Unreachable {
+                        method: go_method(&method),
+                        url: url.to_string(),
+                        reason: "net/http: timeout awaiting response headers".to_string(),
+                    });
                 }
-                unreachable(&method, url, &e)
-            })?;
+            };
             if resp.status() != StatusCode::UNAUTHORIZED || retried {
                 return Ok(resp);
             }
@@ -888,7 +951,18 @@ impl Client {
                 sorted.join(" "),
                 creds_fingerprint(creds)
             );
-            let slot = self.inner.tokens.lock().entry(key).or_default().clone();
+            let slot = {
+                let mut tokens = self.inner.tokens.lock();
+                if tokens.len() >= TOKEN_CACHE_PRUNE && !tokens.contains_key(&key) {
+                    // Drop expired tokens (busy entries are being refreshed).
+                    let now = Instant::now();
+                    tokens.retain(|_, slot| match slot.try_lock() {
+                        Ok(t) => t.as_ref().is_some_and(|t| t.expires > now),
+                        Err(_) => true,
+                    });
+                }
+                tokens.entry(key).or_default().clone()
+            };
             let mut cached = slot.lock().await;
             if let Some(t) = &*cached {
                 if t.expires > Instant::now() && Some(t.value.as_str()) != stale {
@@ -973,12 +1047,13 @@ impl Client {
         };
         let resp = rb
             .header(header::USER_AGENT, self.user_agent())
+            .timeout(self.idle())
             .send()
             .await
             .map_err(|e| unreachable(&method, url.as_str(), &e))?;
         let status = resp.status();
         if !status.is_success() {
-            let body = read_limited(resp, 64 << 10, url.as_str())
+            let body = read_limited(resp, 64 << 10, self.idle())
                 .await
                 .unwrap_or_default();
             return Err(match parse_errors(&body) {
@@ -1009,7 +1084,7 @@ impl Client {
                 }
             });
         }
-        let body = read_limited(resp, 1 << 20, url.as_str()).await?;
+        let body = read_limited(resp, 1 << 20, self.idle()).await?;
         serde_json::from_slice::<TokenResponse>(&body)
             .ok()
             .and_then(TokenResponse::into_token)
@@ -1026,7 +1101,6 @@ impl Client {
 fn http_client(verify: bool) -> Result<reqwest::Client, Error> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_IDLE_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(32)
         .tcp_nodelay(true)
@@ -1154,12 +1228,14 @@ fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
 }
 
 /// Streams `len` bytes of `path` from `start` as a request body, reporting
-/// `start + bytes read` to `progress`.
+/// `start + bytes read` to `progress` and marking `activity` as the
+/// connection takes them.
 fn file_body(
     path: &Path,
     start: u64,
     len: u64,
     progress: Progress,
+    activity: &Activity,
 ) -> Result<reqwest::Body, Error> {
     let shown = path.display().to_string();
     let mut f = std::fs::File::open(path).map_err(|e| Error::Io(format!("open {shown}: {e}")))?;
@@ -1167,26 +1243,65 @@ fn file_body(
         .map_err(|e| Error::Io(format!("seek {shown}: {e}")))?;
     let reader = tokio::fs::File::from_std(f).take(len);
     let mut sent = start;
+    let activity = activity.clone();
     let stream =
         tokio_util::io::ReaderStream::with_capacity(reader, UPLOAD_READ).map_ok(move |b| {
             sent += b.len() as u64;
+            *activity.lock() = Instant::now();
             progress(sent);
             b
         });
     Ok(reqwest::Body::wrap_stream(stream))
 }
 
+/// Resolves once `activity` is older than `idle`.
+async fn idle_watch(activity: &Activity, idle: Duration) {
+    loop {
+        let deadline = *activity.lock() + idle;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
+/// A response body as a stream of our errors, failing when no bytes
+/// arrive for `idle`.
+fn body_stream(resp: Response, idle: Duration) -> crate::BoxStream<Result<Bytes, Error>> {
+    let url = resp.url().to_string();
+    let inner = resp.bytes_stream().boxed();
+    Box::pin(futures::stream::unfold(
+        Some((inner, url)),
+        move |state| async move {
+            let (mut inner, url) = state?;
+            match tokio::time::timeout(idle, inner.next()).await {
+                Ok(Some(Ok(b))) => Some((Ok(b), Some((inner, url)))),
+                Ok(Some(Err(e))) => Some((Err(Error::Io(read_reason(&url, &e))), None)),
+                Ok(None) => None,
+                Err(_) => {
+                    let (_, addr) = dial_addr(&url);
+                    Some((
+                        Err(Error::Io(format!("read tcp {addr}: i/o timeout"))),
+                        None,
+                    ))
+                }
+            }
+        },
+    ))
+}
+
 /// Reads a body of at most `max` bytes.
-async fn read_limited(resp: Response, max: usize, url: &str) -> Result<Bytes, Error> {
+async fn read_limited(resp: Response, max: usize, idle: Duration) -> Result<Bytes, Error> {
+    let url = resp.url().to_string();
     if resp.content_length().is_some_and(|n| n > max as u64) {
         return Err(Error::Io(format!(
             "{url}: response larger than {max} bytes"
         )));
     }
     let mut buf = BytesMut::new();
-    let mut stream = resp.bytes_stream();
+    let mut stream = body_stream(resp, idle);
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::Io(read_reason(url, &e)))?;
+        let chunk = chunk?;
         if buf.len() + chunk.len() > max {
             return Err(Error::Io(format!(
                 "{url}: response larger than {max} bytes"
@@ -1197,11 +1312,13 @@ async fn read_limited(resp: Response, max: usize, url: &str) -> Result<Bytes, Er
     Ok(buf.freeze())
 }
 
-/// Reads and drops a (small) body so the connection goes back to the pool.
+/// Reads and drops a (small) body so the connection goes back to the pool;
+/// gives up (dropping the connection) on a big or slow one.
 async fn drain(resp: Response) {
     let mut s = resp.bytes_stream();
     let mut n = 0usize;
-    while let Some(Ok(c)) = s.next().await {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(Ok(c))) = tokio::time::timeout_at(deadline, s.next()).await {
         n += c.len();
         if n > 1 << 20 {
             break;
@@ -1212,8 +1329,9 @@ async fn drain(resp: Response) {
 /// The error of a non-success answer, from the registry's error body.
 async fn status_error(resp: Response) -> Error {
     let status = resp.status();
-    let url = resp.url().to_string();
-    let body = read_limited(resp, 64 << 10, &url).await.unwrap_or_default();
+    let body = read_limited(resp, 64 << 10, Duration::from_secs(10))
+        .await
+        .unwrap_or_default();
     error_from(status, &body)
 }
 

@@ -20,6 +20,9 @@ pub(crate) struct Endpoint {
     /// Fall back to `http://` when HTTPS cannot connect (insecure
     /// non-loopback registries, as dockerd).
     pub http_fallback: bool,
+    /// Try `https://` (unverified) when plain HTTP gets no registry answer
+    /// (loopback registries serving TLS; dockerd tries both too).
+    pub https_fallback: bool,
     /// A docker.io mirror: any failure moves on to the next endpoint.
     pub mirror: bool,
 }
@@ -46,6 +49,7 @@ pub(crate) fn push_endpoint(cfg: &ClientConfig, hub: &str, domain: &str) -> Endp
             base: DOCKER_HUB.to_string(),
             verify: true,
             http_fallback: false,
+            https_fallback: false,
             mirror: false,
         });
     }
@@ -55,6 +59,7 @@ pub(crate) fn push_endpoint(cfg: &ClientConfig, hub: &str, domain: &str) -> Endp
             base: format!("http://{domain}"),
             verify: false,
             http_fallback: false,
+            https_fallback: true,
             mirror: false,
         }
     } else if is_insecure(cfg, domain) {
@@ -62,6 +67,7 @@ pub(crate) fn push_endpoint(cfg: &ClientConfig, hub: &str, domain: &str) -> Endp
             base: format!("https://{domain}"),
             verify: false,
             http_fallback: true,
+            https_fallback: false,
             mirror: false,
         }
     } else {
@@ -69,6 +75,7 @@ pub(crate) fn push_endpoint(cfg: &ClientConfig, hub: &str, domain: &str) -> Endp
             base: format!("https://{domain}"),
             verify: true,
             http_fallback: false,
+            https_fallback: false,
             mirror: false,
         }
     }
@@ -92,6 +99,7 @@ fn url_endpoint(cfg: &ClientConfig, base: &str, mirror: bool) -> Option<Endpoint
         base,
         verify: !insecure,
         http_fallback: false,
+        https_fallback: false,
         mirror,
     })
 }
@@ -204,7 +212,7 @@ mod tests {
         ] {
             let ep = push_endpoint(&c, DOCKER_HUB, d);
             assert_eq!(ep.base, format!("http://{d}"));
-            assert!(!ep.http_fallback);
+            assert!(!ep.http_fallback && ep.https_fallback);
         }
         let ep = push_endpoint(&c, DOCKER_HUB, "reg.example.com:5000");
         assert_eq!(ep.base, "https://reg.example.com:5000");

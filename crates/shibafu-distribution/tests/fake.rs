@@ -293,6 +293,11 @@ async fn main_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if uri.path().starts_with("/v2/public/slow/manifests/") && headers.contains_key("authorization")
+    {
+        // Far beyond the client's patience before any header goes out.
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    }
     if uri.path() == "/token" {
         st.token(&method, &uri, &headers, &body)
     } else {
@@ -301,6 +306,12 @@ async fn main_handler(
 }
 
 async fn blob_handler(State(st): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> Response {
+    if uri.path() == "/data/public/stall" {
+        // Headers and a first chunk, then nothing, forever.
+        let first = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"abc"))]);
+        let body = axum::body::Body::from_stream(first.chain(futures::stream::pending()));
+        return ([("content-length", "1000")], body).into_response();
+    }
     st.blob_auth_seen.lock().push(
         headers
             .get("authorization")
@@ -521,4 +532,39 @@ async fn chunked_upload_resumes_after_a_failed_chunk() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Io(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn stalled_transfers_time_out() {
+    let st = start().await;
+    let c = Client::new(ClientConfig::default()).unwrap();
+    c.set_idle_timeout(std::time::Duration::from_millis(300));
+    let r = repo(&st, "public/stall");
+    let b = c
+        .get_blob(&r, &digest(b"x"), 0, &Credentials::Anonymous)
+        .await
+        .unwrap();
+    assert_eq!(b.total, Some(1000));
+    let items: Vec<_> = b.stream.collect().await;
+    assert_eq!(&items[0].as_ref().unwrap()[..], b"abc");
+    let err = items[1].as_ref().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("read tcp 127.0.0.1:{}: i/o timeout", st.blob_port)
+    );
+    assert_eq!(items.len(), 2);
+
+    let started = std::time::Instant::now();
+    let err = c
+        .get_manifest(&repo(&st, "public/slow"), "latest", &Credentials::Anonymous)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "Get \"http://127.0.0.1:{}/v2/public/slow/manifests/latest\": net/http: timeout awaiting response headers",
+            st.port
+        )
+    );
 }

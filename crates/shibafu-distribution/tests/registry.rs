@@ -316,3 +316,13 @@ async fn docker_io_mirrors() {
     assert_eq!(c.blob_exists(&on_hub, &d, &ANON).await.unwrap(), Some(1000));
     assert_eq!(c.blob_exists(&on_mirror, &d, &ANON).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn loopback_registry_serving_tls() {
+    let reg = Registry::start_tls();
+    let c = client();
+    let r = RepoName::parse(&format!("localhost:{}/tls/app", reg.port)).unwrap();
+    let (m, d) = push_image(&c, &r, "latest", 21, &ANON).await;
+    let got = c.get_manifest(&r, "latest", &ANON).await.unwrap();
+    assert_eq!((&got.bytes[..], got.digest.as_str()), (&m[..], d.as_str()));
+}

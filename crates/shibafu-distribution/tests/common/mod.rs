@@ -28,9 +28,35 @@ impl Registry {
         Self::spawn(Some((user, pass)))
     }
 
+    /// Starts distribution serving HTTPS with a self-signed certificate
+    /// for localhost and 127.0.0.1.
+    pub fn start_tls() -> Registry {
+        Self::spawn_with(None, true)
+    }
+
     fn spawn(auth: Option<(&str, &str)>) -> Registry {
+        Self::spawn_with(auth, false)
+    }
+
+    fn spawn_with(auth: Option<(&str, &str)>, tls: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let mut tls_yaml = String::new();
+        if tls {
+            let cert = rcgen::generate_simple_self_signed(vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+            ])
+            .unwrap();
+            let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&c, cert.cert.pem()).unwrap();
+            std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+            tls_yaml = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                c.display(),
+                k.display()
+            );
+        }
         let mut auth_yaml = String::new();
         if let Some((user, pass)) = auth {
             let out = Command::new("htpasswd")
@@ -46,7 +72,7 @@ impl Registry {
             );
         }
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
             dir.path().join("data").display()
         );
         let cfg = dir.path().join("config.yml");
