@@ -207,6 +207,26 @@ impl Client {
         self.send(req).await
     }
 
+    /// A request with extra headers (`X-Registry-Auth`).
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        ct: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Response<Incoming>> {
+        let mut req = self.build(method, path, body, ct)?;
+        for (k, v) in headers {
+            let name = header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| CliError::Http(e.to_string()))?;
+            let value =
+                header::HeaderValue::from_str(v).map_err(|e| CliError::Http(e.to_string()))?;
+            req.headers_mut().insert(name, value);
+        }
+        self.send(req).await
+    }
+
     /// GET returning the raw body.
     pub async fn get_bytes(&self, path: &str) -> Result<Bytes> {
         let resp = self.request(Method::GET, path, empty_body(), None).await?;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use tokio::io::AsyncRead;
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod cmd;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod dnsopts;
 pub mod error;
 pub mod human;
+pub mod jsonmessage;
 pub mod opts;
 pub mod stdcopy;
 pub mod tabwriter;
@@ -103,6 +105,11 @@ impl Ctx {
 
     pub fn errln(&self, s: &str) {
         self.err_bytes(format!("{s}\n").as_bytes());
+    }
+
+    /// Gives stdin back after a partial read (login prompts).
+    pub fn put_stdin(&self, s: Box<dyn AsyncRead + Send + Unpin>) {
+        *self.stdin.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
     }
 
     /// Takes stdin for forwarding (only one stream may own it).

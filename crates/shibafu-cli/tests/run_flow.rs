@@ -269,13 +269,15 @@ async fn missing_image_tries_pull_and_exits_125() {
         err.contains("Unable to find image 'missing:latest' locally"),
         "{err}"
     );
+    // An in-stream error is printed as is (no "Error response from daemon").
     assert!(
-        err.contains("Error response from daemon: pull access denied for missing"),
+        err.contains("shibafu: pull access denied for missing\n"),
         "{err}"
     );
     let log = fake.log.lock().unwrap().clone();
     assert!(
-        log[1].starts_with("POST /images/create?fromImage=missing&tag=latest"),
+        log[1]
+            .starts_with("POST /images/create?fromImage=docker.io%2Flibrary%2Fmissing&tag=latest"),
         "{log:?}"
     );
 }

@@ -12,6 +12,7 @@ pub mod dns_trace;
 pub mod image;
 pub mod inspect;
 pub mod network;
+pub mod registry;
 pub mod run;
 pub mod service;
 pub mod stats;
@@ -45,6 +46,12 @@ pub async fn dispatch(cmd: Cmd, ctx: &Ctx) -> Result<i32> {
         Cmd::Cp(a) => cp::cp(ctx, a).await,
         Cmd::Update(a) => container::update(ctx, a).await,
         Cmd::Import(a) => image::import(ctx, a).await,
+        Cmd::Pull(a) => registry::pull(ctx, a).await,
+        Cmd::Push(a) => registry::push(ctx, a).await,
+        Cmd::Save(a) => registry::save(ctx, a).await,
+        Cmd::Load(a) => registry::load(ctx, a).await,
+        Cmd::Login(a) => registry::login(ctx, a).await,
+        Cmd::Logout(a) => registry::logout(ctx, a).await,
         Cmd::Images(a) => image::images(ctx, a).await,
         Cmd::Tag(a) => image::tag(ctx, a).await,
         Cmd::Rmi(a) => image::rmi(ctx, a).await,
@@ -95,6 +102,10 @@ pub async fn dispatch(cmd: Cmd, ctx: &Ctx) -> Result<i32> {
             ImageCmd::History(a) => image::history(ctx, a).await,
             ImageCmd::Tag(a) => image::tag(ctx, a).await,
             ImageCmd::Import(a) => image::import(ctx, a).await,
+            ImageCmd::Pull(a) => registry::pull(ctx, a).await,
+            ImageCmd::Push(a) => registry::push(ctx, a).await,
+            ImageCmd::Save(a) => registry::save(ctx, a).await,
+            ImageCmd::Load(a) => registry::load(ctx, a).await,
         },
         Cmd::Volume { cmd } => match cmd {
             VolumeCmd::Create(a) => volume::create(ctx, a).await,

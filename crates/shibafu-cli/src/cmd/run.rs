@@ -15,7 +15,6 @@ use crate::client::{query, read_body, RawStream};
 use crate::cmd::{s, seg};
 use crate::config::{build_create, collect_env};
 use crate::error::{CliError, Result};
-use crate::opts::split_image_ref;
 use crate::stdcopy::{Demuxer, StdStream};
 use crate::term::{self, RawMode};
 use crate::Ctx;
@@ -47,44 +46,9 @@ fn is_image_missing(e: &CliError) -> bool {
     }
 }
 
-/// `POST /images/create?fromImage=`: prints progress lines to stderr (unless
-/// quiet) and fails on an error line.
-pub async fn pull(ctx: &Ctx, image: &str, quiet: bool) -> Result<()> {
-    let (name, tag) = split_image_ref(image);
-    let q = query(&[("fromImage", name), ("tag", tag)]);
-    let resp = ctx
-        .client
-        .post_resp::<()>(&format!("/images/create{q}"), None)
-        .await?;
-    let mut lines = crate::client::JsonLines::new(crate::client::body_stream(resp));
-    while let Some(item) = lines.next().await {
-        let v = item?;
-        if let Some(err) = v.get("error").and_then(Value::as_str) {
-            let msg = v
-                .pointer("/errorDetail/message")
-                .and_then(Value::as_str)
-                .unwrap_or(err)
-                .to_string();
-            return Err(CliError::Daemon {
-                status: 500,
-                message: msg,
-            });
-        }
-        if quiet {
-            continue;
-        }
-        let status = s(&v, "status");
-        let id = s(&v, "id");
-        let line = if id.is_empty() {
-            status.to_string()
-        } else {
-            format!("{id}: {status}")
-        };
-        if !line.is_empty() {
-            ctx.errln(&line);
-        }
-    }
-    Ok(())
+/// Pulls `image` for `run`/`create`: progress on stderr, as docker.
+pub async fn pull(ctx: &Ctx, image: &str, platform: Option<&str>, quiet: bool) -> Result<()> {
+    crate::cmd::registry::pull_for_run(ctx, image, platform, quiet).await
 }
 
 /// Creates the container, pulling the image first when the daemon says it is missing
@@ -94,6 +58,7 @@ async fn create_container(
     name: Option<&str>,
     pull_policy: &str,
     quiet: bool,
+    platform: Option<&str>,
     body: &ContainerCreateBody,
 ) -> Result<String> {
     let image = body.image.clone().unwrap_or_default();
@@ -103,15 +68,17 @@ async fn create_container(
     }
     let path = format!("/containers/create{}", query(&pairs));
     if pull_policy == "always" {
-        pull(ctx, &image, quiet).await?;
+        pull(ctx, &image, platform, quiet).await?;
     }
     let resp = match ctx.client.post_json(&path, Some(body)).await {
         Ok(v) => v,
         Err(e) if is_image_missing(&e) && pull_policy == "missing" => {
-            let (n, t) = split_image_ref(&image);
-            let sep = if t.starts_with("sha256:") { "@" } else { ":" };
-            ctx.errln(&format!("Unable to find image '{n}{sep}{t}' locally"));
-            pull(ctx, &image, quiet).await?;
+            let shown = match crate::auth::Reference::parse(&image) {
+                Ok(r) => r.with_default_tag().familiar(),
+                Err(_) => image.clone(),
+            };
+            ctx.errln(&format!("Unable to find image '{shown}' locally"));
+            pull(ctx, &image, platform, quiet).await?;
             ctx.client.post_json(&path, Some(body)).await?
         }
         Err(e) => return Err(e),
@@ -160,6 +127,7 @@ pub async fn create(ctx: &Ctx, a: CreateArgs) -> Result<i32> {
         a.opts.name.as_deref(),
         &a.opts.pull,
         a.opts.quiet,
+        a.opts.platform.as_deref(),
         &body,
     )
     .await?;
@@ -384,6 +352,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         a.opts.name.as_deref(),
         &a.opts.pull,
         a.opts.quiet,
+        a.opts.platform.as_deref(),
         &body,
     )
     .await?;
