@@ -861,36 +861,21 @@ impl Client {
         url: &str,
         build: &Build<'_>,
     ) -> Result<Response, Error> {
+        // Credentials only go to the registry's own origin (an upload
+        // Location may point at storage elsewhere).
+        if !same_origin(url, &ctx.remote.base) {
+            let resp = self.send_once(ctx, &method, url, None, build).await?;
+            return Ok(resp);
+        }
         let mut scopes = ctx.scopes.clone();
         let mut auth = self
             .authorization(&ctx.remote, &scopes, ctx.creds, None)
             .await?;
         let mut retried = false;
         loop {
-            let mut rb = self
-                .http(ctx.remote.verify)
-                .request(method.clone(), url)
-                .header(header::USER_AGENT, self.user_agent());
-            if let Some(a) = &auth {
-                rb = rb.header(header::AUTHORIZATION, a);
-            }
-            let activity: Activity = Arc::new(Mutex::new(Instant::now()));
-            let pending = build(rb, &activity)?.send();
-            let resp = tokio::select! {
-                r = pending => r.map_err(|e| {
-                    if e.is_connect() {
-                        self.forget(&ctx.remote.key);
-                    }
-                    unreachable(&method, url, &e)
-                })?,
-                () = idle_watch(&activity, self.idle()) => {
-                    return Err(Error::Unreachable {
-                        method: go_method(&method),
-                        url: url.to_string(),
-                        reason: "net/http: timeout awaiting response headers".to_string(),
-                    });
-                }
-            };
+            let resp = self
+                .send_once(ctx, &method, url, auth.as_deref(), build)
+                .await?;
             if resp.status() != StatusCode::UNAUTHORIZED || retried {
                 return Ok(resp);
             }
@@ -921,6 +906,40 @@ impl Client {
             }
             drain(resp).await;
             auth = fresh;
+        }
+    }
+
+    /// One attempt: the request with `auth`, failing when it makes no
+    /// progress for the idle timeout.
+    async fn send_once(
+        &self,
+        ctx: &Ctx<'_>,
+        method: &Method,
+        url: &str,
+        auth: Option<&str>,
+        build: &Build<'_>,
+    ) -> Result<Response, Error> {
+        let mut rb = self
+            .http(ctx.remote.verify)
+            .request(method.clone(), url)
+            .header(header::USER_AGENT, self.user_agent());
+        if let Some(a) = auth {
+            rb = rb.header(header::AUTHORIZATION, a);
+        }
+        let activity: Activity = Arc::new(Mutex::new(Instant::now()));
+        let pending = build(rb, &activity)?.send();
+        tokio::select! {
+            r = pending => r.map_err(|e| {
+                if e.is_connect() {
+                    self.forget(&ctx.remote.key);
+                }
+                unreachable(method, url, &e)
+            }),
+            () = idle_watch(&activity, self.idle()) => Err(Error::Unreachable {
+                method: go_method(method),
+                url: url.to_string(),
+                reason: "net/http: timeout awaiting response headers".to_string(),
+            }),
         }
     }
 
@@ -1136,6 +1155,14 @@ fn http_client(verify: bool) -> Result<reqwest::Client, Error> {
     }
     b.build()
         .map_err(|e| Error::Io(format!("building the HTTP client: {e}")))
+}
+
+/// Whether `url` is on the origin (scheme, host, port) of `base`.
+fn same_origin(url: &str, base: &str) -> bool {
+    match (url::Url::parse(url), url::Url::parse(base)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
 }
 
 /// `docker login`'s server argument to a registry domain:
