@@ -98,17 +98,20 @@ pub(crate) async fn load(
     let body_failed: Arc<Mutex<Option<String>>> = Arc::default();
     let failed = Arc::clone(&body_failed);
     tokio::spawn(async move {
+        // Once the reader is done (the archive's end, or a failure), the
+        // rest of the body is drained unread: the client finishes its
+        // upload instead of meeting a closed connection.
+        let mut reader_gone = false;
         while let Some(item) = body.next().await {
-            let stop = match &item {
-                Ok(_) => false,
-                Err(e) => {
-                    *failed.lock() = Some(e.to_string());
-                    true
+            if let Err(e) = &item {
+                *failed.lock() = Some(e.to_string());
+                if !reader_gone {
+                    let _ = tx.send(item).await;
                 }
-            };
-            // The reader is gone once the load finished or failed.
-            if tx.send(item).await.is_err() || stop {
                 break;
+            }
+            if !reader_gone && tx.send(item).await.is_err() {
+                reader_gone = true;
             }
         }
     });

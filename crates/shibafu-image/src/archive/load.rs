@@ -612,13 +612,22 @@ fn oci_images(entries: &Entries, data: &[u8]) -> Result<Vec<Found>, ArchiveError
     Ok(out)
 }
 
-/// The tag an index entry gives its image: the name from
-/// `io.containerd.image.name` (its tag, else the
-/// `org.opencontainers.image.ref.name` tag, else `latest`). Without that
-/// name the image stays untagged: a bare ref name says nothing of the
-/// repository.
-fn oci_tag(annotations: &HashMap<String, String>) -> Option<String> {
-    let name = annotations.get(ANNOTATION_IMAGE_NAME)?;
+/// The tag an index entry gives its image. The name comes from
+/// `io.containerd.image.name` (Docker 25+, containerd), its tag from that
+/// name, else from `org.opencontainers.image.ref.name`, else `latest`.
+/// Without that annotation, a ref name that is a whole reference
+/// (`busybox:latest`, as `skopeo copy ... oci-archive:F:busybox:latest`
+/// writes it) names the image, as containerd's importer takes it; a bare
+/// tag (`latest`) says nothing of the repository: the image stays untagged.
+pub(super) fn oci_tag(annotations: &HashMap<String, String>) -> Option<String> {
+    let ref_name = annotations.get(ANNOTATION_REF_NAME);
+    let (name, tag_fallback) = match annotations.get(ANNOTATION_IMAGE_NAME) {
+        Some(n) => (n, ref_name.filter(|t| reference::validate_tag(t).is_ok())),
+        None => (
+            ref_name.filter(|r| reference::validate_tag(r).is_err())?,
+            None,
+        ),
+    };
     let r = match reference::parse(name) {
         Ok(r) => r,
         Err(e) => {
@@ -626,13 +635,7 @@ fn oci_tag(annotations: &HashMap<String, String>) -> Option<String> {
             return None;
         }
     };
-    let tag = r.tag.clone().or_else(|| {
-        annotations
-            .get(ANNOTATION_REF_NAME)
-            .filter(|t| reference::validate_tag(t).is_ok())
-            .cloned()
-    });
-    match (tag, &r.digest) {
+    match (r.tag.as_ref().or(tag_fallback), &r.digest) {
         (Some(t), _) => Some(format!("{}:{t}", r.repo)),
         (None, Some(_)) => None,
         (None, None) => Some(format!("{}:latest", r.repo)),

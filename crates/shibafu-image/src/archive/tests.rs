@@ -715,6 +715,14 @@ async fn load_oci_layout_picks_the_host_platform() {
         assert_eq!(layer_file(&s, &diff, "hello"), b"oci world\n");
     }
 
+    // skopeo's `oci-archive:F:hello:v2` writes a whole reference.
+    let (data, id, _) = oci_archive(json!({"org.opencontainers.image.ref.name": "hello:v2"}));
+    let (_d, s) = new_store();
+    let msgs = load_msgs(&s, data, true).await;
+    no_error(&msgs);
+    assert_eq!(streams(&msgs), ["Loaded image: hello:v2\n"]);
+    assert_eq!(s.resolve("hello:v2").unwrap().id, format!("sha256:{id}"));
+
     // With containerd's name annotation: tagged, the tag from the name.
     let (data, id, _) = oci_archive(json!({
         "io.containerd.image.name": "docker.io/library/hello:v1",
@@ -777,6 +785,25 @@ async fn load_refuses_truncated_archives() {
     let zs = zstd(&data);
     assert_refused(zs[..zs.len() - 10].to_vec(), "invalid archive").await;
     assert_refused(Vec::new(), "invalid archive: the archive is empty").await;
+}
+
+#[tokio::test]
+async fn load_reports_a_body_that_breaks_off() {
+    let data = saved_archive().await;
+    let (_d, s) = new_store();
+    let before = snapshot(&s);
+    let mut chunks: Vec<std::io::Result<Bytes>> = data[..data.len() / 2]
+        .chunks(1000)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    chunks.push(Err(std::io::Error::other("connection reset by peer")));
+    let body = Box::pin(futures::stream::iter(chunks));
+    let msgs: Vec<JsonMessage> = super::load(&s, body, true).await.unwrap().collect().await;
+    assert_eq!(
+        error_of(&msgs),
+        "reading the archive from the request failed: connection reset by peer"
+    );
+    assert_eq!(snapshot(&s), before);
 }
 
 /// Rewrites a saved archive: `f` may change any entry.
@@ -929,6 +956,39 @@ async fn load_skips_layers_already_stored() {
     assert_eq!(streams(&msgs), ["Loaded image: busybox:latest\n"]);
     assert_eq!(s2.count(), 2);
     assert_eq!(s2.inner.state.read().layers.len(), 3);
+}
+
+#[test]
+fn oci_tags() {
+    let tag = |pairs: &[(&str, &str)]| {
+        let m = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        super::load::oci_tag(&m)
+    };
+    let name = "io.containerd.image.name";
+    let ref_name = "org.opencontainers.image.ref.name";
+    assert_eq!(tag(&[(ref_name, "latest")]), None);
+    assert_eq!(tag(&[(ref_name, "busybox:1")]), Some("busybox:1".into()));
+    assert_eq!(
+        tag(&[(ref_name, "localhost:5000/a/b:c")]),
+        Some("localhost:5000/a/b:c".into())
+    );
+    assert_eq!(
+        tag(&[(name, "docker.io/library/x")]),
+        Some("x:latest".into())
+    );
+    assert_eq!(
+        tag(&[(name, "docker.io/library/x"), (ref_name, "v3")]),
+        Some("x:v3".into())
+    );
+    assert_eq!(
+        tag(&[(name, "ghcr.io/o/x:1"), (ref_name, "1")]),
+        Some("ghcr.io/o/x:1".into())
+    );
+    assert_eq!(tag(&[(name, "Not Valid")]), None);
+    assert_eq!(tag(&[]), None);
 }
 
 #[test]
