@@ -36,6 +36,173 @@ pub struct Config {
     pub logging: LoggingSection,
     pub network: NetworkSection,
     pub dns: DnsSection,
+    pub registry: RegistrySection,
+}
+
+/// Registries: how the image store reaches them, and the built-in
+/// registry server the daemon may run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySection {
+    /// dockerd's `insecure-registries`: `HOST[:PORT]` or a CIDR spoken to
+    /// over plain HTTP (or HTTPS without certificate checks). Loopback
+    /// registries are always insecure.
+    pub insecure_registries: Vec<String>,
+    /// dockerd's `registry-mirrors`: `http(s)://HOST[:PORT]` tried in order
+    /// before Docker Hub for `docker.io` pulls.
+    pub mirrors: Vec<String>,
+    /// When set, the daemon also serves a registry (as `shibafu registry
+    /// serve` would).
+    pub serve: Option<RegistryServeEntry>,
+}
+
+/// `registry.serve`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryServeEntry {
+    /// `HOST:PORT` to listen on.
+    pub addr: String,
+    /// Storage directory (absolute).
+    pub root: PathBuf,
+    /// Basic auth (bcrypt htpasswd); unset = anonymous access.
+    #[serde(default)]
+    pub htpasswd: Option<PathBuf>,
+    /// TLS certificate and key (PEM), both or neither.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl RegistrySection {
+    /// The image store's registry client settings.
+    pub fn client_config(&self) -> Result<shibafu_image::RegistryConfig, ConfigError> {
+        let mut insecure = Vec::new();
+        for r in &self.insecure_registries {
+            insecure.push(insecure_entry(r)?);
+        }
+        let mut mirrors = Vec::new();
+        for m in &self.mirrors {
+            mirrors.push(mirror_url(m)?);
+        }
+        Ok(shibafu_image::RegistryConfig {
+            insecure_registries: insecure,
+            mirrors,
+            // The image store fills in its own.
+            user_agent: String::new(),
+        })
+    }
+
+    /// The built-in server's configuration, when one is configured.
+    pub fn server_config(&self) -> Result<Option<shibafu_registry::ServerConfig>, ConfigError> {
+        let Some(s) = &self.serve else {
+            return Ok(None);
+        };
+        let bad = |key: &'static str, value: String, why: &str| ConfigError::Value {
+            key,
+            value,
+            why: why.into(),
+        };
+        let addr = parse_listen_addr(&s.addr).ok_or_else(|| {
+            bad(
+                "registry.serve.addr",
+                s.addr.clone(),
+                "want HOST:PORT with an IP address (127.0.0.1:5000, [::1]:5000, 0.0.0.0:5000)",
+            )
+        })?;
+        if !s.root.is_absolute() {
+            return Err(bad(
+                "registry.serve.root",
+                s.root.display().to_string(),
+                "must be an absolute path",
+            ));
+        }
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return Err(bad(
+                "registry.serve.tls_cert",
+                format!("{:?} / {:?}", s.tls_cert, s.tls_key),
+                "tls_cert and tls_key go together",
+            ));
+        }
+        Ok(Some(shibafu_registry::ServerConfig {
+            addr,
+            root: s.root.clone(),
+            htpasswd: s.htpasswd.clone(),
+            tls_cert: s.tls_cert.clone(),
+            tls_key: s.tls_key.clone(),
+        }))
+    }
+}
+
+/// `HOST:PORT` with an IP host, or `localhost:PORT`.
+fn parse_listen_addr(s: &str) -> Option<SocketAddr> {
+    if let Ok(a) = s.trim().parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let port = s.trim().strip_prefix("localhost:")?.parse::<u16>().ok()?;
+    Some(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// An `--insecure-registry` value: a CIDR, or `HOST[:PORT]` (a scheme, as
+/// dockerd, is refused).
+pub fn insecure_entry(s: &str) -> Result<String, ConfigError> {
+    let v = s.trim();
+    let bad = |why: &str| ConfigError::Value {
+        key: "registry.insecure_registries",
+        value: s.to_string(),
+        why: why.into(),
+    };
+    if v.contains("://") {
+        return Err(bad("insecure registry should not contain '://'"));
+    }
+    if v.contains('/') {
+        return v
+            .parse::<ipnet::IpNet>()
+            .map(|n| n.to_string())
+            .map_err(|_| bad("want HOST[:PORT] or a CIDR such as 10.0.0.0/8"));
+    }
+    let (host, port) = match v.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && !h.is_empty() && !p.contains(']') => (h, Some(p)),
+        _ => (v, None),
+    };
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad("invalid port"));
+        }
+    }
+    let host_ok = !host.is_empty()
+        && (host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok()
+            || host.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    if !host_ok {
+        return Err(bad("want HOST[:PORT] or a CIDR such as 10.0.0.0/8"));
+    }
+    Ok(v.to_string())
+}
+
+/// A `--registry-mirror` value: an `http(s)://host[:port]` URL without a
+/// path (a trailing `/` is dropped), as dockerd's `ValidateMirror`.
+pub fn mirror_url(s: &str) -> Result<String, ConfigError> {
+    let v = s.trim().trim_end_matches('/');
+    let bad = |why: &str| ConfigError::Value {
+        key: "registry.mirrors",
+        value: s.to_string(),
+        why: why.into(),
+    };
+    let rest = v
+        .strip_prefix("http://")
+        .or_else(|| v.strip_prefix("https://"))
+        .ok_or_else(|| bad("unsupported scheme: want http:// or https://"))?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return Err(bad(
+            "want a URL without path, query or credentials: http(s)://HOST[:PORT]",
+        ));
+    }
+    Ok(v.to_string())
 }
 
 /// The embedded DNS of user-defined networks.
@@ -424,7 +591,9 @@ impl Config {
     }
 
     /// Applies `SHIBAFU_DATA_ROOT`, `SHIBAFU_EXEC_ROOT`, `SHIBAFU_LOG_LEVEL`,
-    /// `SHIBAFU_PORT_RANGE`, `SHIBAFU_DNS_UPSTREAMS` (the daemon's `SHIBAFU_HOST` is the CLI's variable too, so it is read
+    /// `SHIBAFU_PORT_RANGE`, `SHIBAFU_DNS_UPSTREAMS`,
+    /// `SHIBAFU_INSECURE_REGISTRIES`, `SHIBAFU_REGISTRY_MIRRORS` (lists:
+    /// comma or space separated) (the daemon's `SHIBAFU_HOST` is the CLI's variable too, so it is read
     /// only as the flag default, not here).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
         if let Some(v) = get("SHIBAFU_DATA_ROOT") {
@@ -438,6 +607,18 @@ impl Config {
         }
         if let Some(v) = get("SHIBAFU_PORT_RANGE") {
             self.network.port_range = Some(v);
+        }
+        let list = |v: String| -> Vec<String> {
+            v.split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        if let Some(v) = get("SHIBAFU_INSECURE_REGISTRIES") {
+            self.registry.insecure_registries = list(v);
+        }
+        if let Some(v) = get("SHIBAFU_REGISTRY_MIRRORS") {
+            self.registry.mirrors = list(v);
         }
         if let Some(v) = get("SHIBAFU_DNS_UPSTREAMS") {
             // Comma or space separated; empty = no forwarding.
@@ -484,6 +665,8 @@ impl Config {
         self.dns.zone_suffix()?;
         self.dns.conditional_forwarders()?;
         self.dns.cname_configs()?;
+        self.registry.client_config()?;
+        self.registry.server_config()?;
         if !matches!(self.logging.format.as_str(), "text" | "json") {
             return Err(ConfigError::Value {
                 key: "logging.format",
@@ -709,6 +892,75 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(want) && e.contains("dns."), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn registry_section() {
+        let c = Config::default();
+        assert_eq!(
+            c.registry.client_config().unwrap().mirrors,
+            Vec::<String>::new()
+        );
+        assert!(c.registry.server_config().unwrap().is_none());
+        let c = Config::parse(
+            "registry:\n  insecure_registries: ['myreg:5000', 10.0.0.0/8, '[fd00::1]:443']\n  mirrors: ['http://127.0.0.1:5000/']\n  serve:\n    addr: 127.0.0.1:5001\n    root: /var/lib/shibafu/registry\n    htpasswd: /etc/shibafu/htpasswd\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let cc = c.registry.client_config().unwrap();
+        assert_eq!(
+            cc.insecure_registries,
+            ["myreg:5000", "10.0.0.0/8", "[fd00::1]:443"]
+        );
+        assert_eq!(cc.mirrors, ["http://127.0.0.1:5000"]);
+        let sc = c.registry.server_config().unwrap().unwrap();
+        assert_eq!(sc.addr, "127.0.0.1:5001".parse().unwrap());
+        assert_eq!(
+            sc.htpasswd.as_deref(),
+            Some(Path::new("/etc/shibafu/htpasswd"))
+        );
+        assert!(sc.tls_cert.is_none());
+        assert!(Config::parse("registry:\n  mirror: []\n").is_err());
+        assert!(
+            Config::parse("registry:\n  serve: {addr: 127.0.0.1:1, root: /x, tls: y}\n").is_err()
+        );
+        for (bad, key) in [
+            (
+                "insecure_registries: ['http://x:5000']",
+                "registry.insecure_registries",
+            ),
+            (
+                "insecure_registries: ['x:0']",
+                "registry.insecure_registries",
+            ),
+            (
+                "insecure_registries: ['10.0.0.0/33']",
+                "registry.insecure_registries",
+            ),
+            ("mirrors: ['ftp://m']", "registry.mirrors"),
+            ("mirrors: ['http://m/path']", "registry.mirrors"),
+            ("serve: {addr: 'nohost', root: /x}", "registry.serve.addr"),
+            (
+                "serve: {addr: '127.0.0.1:5000', root: rel}",
+                "registry.serve.root",
+            ),
+            (
+                "serve: {addr: '127.0.0.1:5000', root: /x, tls_cert: /c}",
+                "registry.serve.tls_cert",
+            ),
+        ] {
+            let c = Config::parse(&format!("registry:\n  {bad}\n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "SHIBAFU_INSECURE_REGISTRIES" => Some("a:1, b:2".to_string()),
+            "SHIBAFU_REGISTRY_MIRRORS" => Some("http://m:5000".to_string()),
+            _ => None,
+        });
+        assert_eq!(c.registry.insecure_registries, ["a:1", "b:2"]);
+        assert_eq!(c.registry.mirrors, ["http://m:5000"]);
     }
 
     #[test]

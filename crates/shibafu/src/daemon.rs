@@ -63,6 +63,16 @@ struct DaemonArgs {
     /// [default: true]
     #[arg(long = "socket-lb", value_name = "BOOL")]
     socket_lb: Option<bool>,
+    /// A registry spoken to over plain HTTP or unverified HTTPS: HOST:PORT
+    /// or CIDR (repeatable; replaces the config's
+    /// `registry.insecure_registries`; loopback ones always are)
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT|CIDR")]
+    insecure_registry: Vec<String>,
+    /// A Docker Hub mirror, http(s)://HOST[:PORT], tried before Docker Hub
+    /// for docker.io pulls (repeatable; replaces the config's
+    /// `registry.mirrors`)
+    #[arg(long = "registry-mirror", value_name = "URL")]
+    registry_mirror: Vec<String>,
 }
 
 pub fn main(argv: &[OsString]) -> i32 {
@@ -171,6 +181,12 @@ fn resolve_config(args: &DaemonArgs) -> Result<Config> {
     if let Some(v) = args.socket_lb {
         cfg.network.socket_lb = Some(v);
     }
+    if !args.insecure_registry.is_empty() {
+        cfg.registry.insecure_registries = args.insecure_registry.clone();
+    }
+    if !args.registry_mirror.is_empty() {
+        cfg.registry.mirrors = args.registry_mirror.clone();
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -243,6 +259,35 @@ async fn run(cfg: Config) -> Result<()> {
         shibafu_image::ImageStore::open(&data_root.join("image"))
             .context("cannot open the image store")?,
     );
+    images.set_registry_config(cfg.registry.client_config()?);
+    // The built-in registry, when configured: bound now before the engine
+    // starts, so that a taken address fails the start cleanly; served until
+    // the API stops.
+    let registry = match cfg.registry.server_config()? {
+        Some(rc) => {
+            let root = rc.root.clone();
+            let bound = shibafu_registry::bind(rc)
+                .await
+                .context("cannot start the registry server")?;
+            if let Ok(addr) = bound.local_addr() {
+                tracing::info!(%addr, root = %root.display(), "registry server listening");
+            }
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                let r = bound
+                    .run(async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "registry server stopped");
+                }
+                r
+            });
+            Some((stop, task))
+        }
+        None => None,
+    };
     let engine_cfg = shibafu_engine::EngineConfig {
         data_root: data_root.clone(),
         exec_root: exec_root.clone(),
@@ -353,6 +398,15 @@ async fn run(cfg: Config) -> Result<()> {
     .context("API server task")?
     .context("API server failed")?;
     tracing::info!("shutting down; containers keep running under their supervisors");
+    if let Some((stop, task)) = registry {
+        let _ = stop.send(());
+        match tokio::time::timeout(std::time::Duration::from_secs(10), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "registry server"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "registry server task"),
+            Err(_) => tracing::warn!("registry server did not stop in time"),
+        }
+    }
     firewall_watch.abort();
     dns_watch.abort();
     engine.shutdown().await;
