@@ -34,6 +34,9 @@ pub enum ApiError {
     Denied(String),
     #[error("the operation is unsupported")]
     Unsupported(String),
+    /// A path that is no endpoint of the API.
+    #[error("not found")]
+    NotFound(String),
     #[error("requested range not satisfiable")]
     RangeNotSatisfiable { size: u64 },
     /// Out-of-order upload chunk; `offset` is what the registry has.
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::SizeInvalid(_) | ApiError::TooLarge(_) => "SIZE_INVALID",
             ApiError::Denied(_) => "DENIED",
             ApiError::Unsupported(_) => "UNSUPPORTED",
+            ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::RangeNotSatisfiable { .. } => "RANGE_INVALID",
             ApiError::Internal(_) => "UNKNOWN",
         }
@@ -68,7 +72,8 @@ impl ApiError {
             ApiError::BlobUnknown(_)
             | ApiError::BlobUploadUnknown(_)
             | ApiError::ManifestUnknown(_)
-            | ApiError::NameUnknown(_) => StatusCode::NOT_FOUND,
+            | ApiError::NameUnknown(_)
+            | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BlobUploadInvalid(_)
             | ApiError::DigestInvalid(_)
             | ApiError::ManifestBlobUnknown(_)
@@ -102,7 +107,8 @@ impl ApiError {
             | ApiError::SizeInvalid(s)
             | ApiError::TooLarge(s)
             | ApiError::Denied(s)
-            | ApiError::Unsupported(s) => json!(s),
+            | ApiError::Unsupported(s)
+            | ApiError::NotFound(s) => json!(s),
         }
     }
 

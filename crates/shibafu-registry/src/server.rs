@@ -349,7 +349,7 @@ async fn dispatch(app: &Arc<App>, req: Request) -> Result<Response, ApiError> {
 }
 
 fn not_found() -> ApiError {
-    ApiError::Unsupported("no such endpoint".into())
+    ApiError::NotFound("no such endpoint".into())
 }
 
 fn json_response(status: StatusCode, content_type: &str, body: String) -> Response {

@@ -37,6 +37,10 @@ const WRITE_BUF: usize = 1 << 20;
 /// the end of an upload has little left to do.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
+/// In-memory upload states beyond this many are pruned of uploads that no
+/// longer exist on disk.
+const MAX_TRACKED_UPLOADS: usize = 4096;
+
 /// Failures of the storage helpers that are not client errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -350,7 +354,14 @@ impl Storage {
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
-        self.uploads.lock().insert(
+        let mut map = self.uploads.lock();
+        if map.len() >= MAX_TRACKED_UPLOADS {
+            // Abandoned uploads (never finished nor cancelled) whose
+            // directory gc has removed: forget them.
+            let root = self.root.join("uploads");
+            map.retain(|u, _| root.join(u).exists());
+        }
+        map.insert(
             uuid.clone(),
             Arc::new(tokio::sync::Mutex::new(UploadState {
                 offset: 0,

@@ -300,6 +300,23 @@ async fn pull_workflow() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
+    // Paths that are no endpoint, methods that are not allowed.
+    let r = reg
+        .req(Method::GET, "/v2/conformance/pull/nothing/here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = reg.req(Method::GET, "/").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = reg
+        .req(Method::POST, &format!("/v2/conformance/pull/blobs/{ld}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(r).await, "UNSUPPORTED");
+
     // Bad names and digests.
     let r = reg
         .req(Method::GET, "/v2/UPPER/manifests/x")
