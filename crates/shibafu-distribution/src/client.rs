@@ -43,6 +43,8 @@ const MIRROR_DOWN_FOR: Duration = Duration::from_secs(30);
 const CHUNK_RETRIES: u32 = 4;
 /// docker's OAuth client id (token servers may key refresh tokens on it).
 const CLIENT_ID: &str = "docker";
+/// Extra wait for the answer to the closing PUT of a chunked upload.
+const FINALIZE_GRACE: Duration = Duration::from_secs(240);
 /// Token cache size above which expired entries are swept.
 const TOKEN_CACHE_PRUNE: usize = 256;
 /// Read size of uploaded files.
@@ -487,7 +489,8 @@ impl Client {
     /// Uploads the file at `path` (`size` bytes, hashing to `digest`):
     /// monolithic (POST + PUT) up to the chunk size, chunked (PATCH with
     /// Content-Range per chunk, resuming from the registry's `Range` after a
-    /// failed chunk) above it. `progress` is called as bytes go out.
+    /// failed chunk) above it. `progress` is called as bytes go out (with
+    /// the position in the blob: it goes back when a chunk is resent).
     pub async fn push_blob_file(
         &self,
         repo: &RepoName,
@@ -518,8 +521,12 @@ impl Client {
             return Err(status_error(resp).await);
         }
         let loc = location(&resp, &start)?;
+        // OCI 1.1: a registry may need chunks of at least this size.
+        let min_chunk = header_str(resp.headers(), "oci-chunk-min-length")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
         drain(resp).await;
-        let chunk = self.inner.chunk_size.load(Ordering::Relaxed);
+        let chunk = self.inner.chunk_size.load(Ordering::Relaxed).max(min_chunk);
         let res = if size <= chunk {
             self.put_whole(&ctx, &loc, digest, path, size, &progress)
                 .await
@@ -623,7 +630,10 @@ impl Client {
         }
         let url = with_digest(&loc, digest)?;
         let resp = self
-            .send(ctx, Method::PUT, &url, &|rb, _| {
+            .send(ctx, Method::PUT, &url, &|rb, act| {
+                // The registry hashes (or copies) the whole blob before it
+                // answers: give it more than the idle timeout.
+                *act.lock() = Instant::now() + FINALIZE_GRACE;
                 Ok(rb.header(header::CONTENT_LENGTH, "0"))
             })
             .await?;

@@ -319,7 +319,12 @@ async fn blob_handler(State(st): State<Arc<Fake>>, uri: Uri, headers: HeaderMap)
     );
     let data = blob_data(uri.path().strip_prefix("/data/").unwrap_or(""));
     let total = data.len();
-    if let Some(r) = headers.get("range").and_then(|v| v.to_str().ok()) {
+    let honours_range = !uri.path().ends_with("/norange");
+    if let Some(r) = headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| honours_range)
+    {
         let start: usize = r
             .trim_start_matches("bytes=")
             .trim_end_matches('-')
@@ -490,6 +495,11 @@ async fn blob_redirects_drop_authorization() {
     assert!(got[..] == data[1000..]);
     let seen = st.blob_auth_seen.lock().clone();
     assert_eq!(seen, vec![None, None]);
+
+    // A server that ignores Range: the whole blob, offset 0.
+    let r = repo(&st, "public/norange");
+    let b = c.get_blob(&r, &d, 1000, &user()).await.unwrap();
+    assert_eq!((b.offset, b.total), (0, Some(data.len() as u64)));
 }
 
 #[tokio::test]
