@@ -675,8 +675,10 @@ fn resolve_manifest(
                 _ => true,
             }
     };
+    // Reversed: max_by_key keeps the last of equals, the first should win.
     let chosen = children
         .iter()
+        .rev()
         .filter(|c| c.platform.as_ref().is_some_and(matches))
         .max_by_key(|c| {
             c.platform
