@@ -578,3 +578,24 @@ async fn stalled_transfers_time_out() {
         )
     );
 }
+
+#[tokio::test]
+async fn concurrent_first_requests_share_one_token() {
+    let st = start().await;
+    let c = Client::new(ClientConfig::default()).unwrap();
+    let r = repo(&st, "private/app");
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, r) = (c.clone(), r.clone());
+            tokio::spawn(async move { c.get_manifest(&r, "latest", &user()).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(st.token_gets.load(Ordering::SeqCst), 1);
+    // Another scope (push) is another token.
+    c.blob_exists(&r, &digest(b"x"), &user()).await.unwrap();
+    assert_eq!(st.token_gets.load(Ordering::SeqCst), 2);
+    assert_eq!(st.scopes.lock()[1], "repository:private/app:pull,push");
+}
