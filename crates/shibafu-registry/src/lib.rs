@@ -207,3 +207,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    /// The daemon spawns the server on its runtime: the future must be Send.
+    #[test]
+    fn serve_future_is_send() {
+        fn assert_send<T: Send + 'static>(_: &T) {}
+        let cfg = super::ServerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            root: "/nonexistent".into(),
+            htpasswd: None,
+            tls_cert: None,
+            tls_key: None,
+        };
+        let fut = super::serve(cfg, async {});
+        assert_send(&fut);
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(super::parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(super::parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(super::parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert!(super::parse_duration("soon").is_err());
+    }
+}

@@ -925,6 +925,28 @@ mod tests {
     }
 
     #[test]
+    fn gc_lock_excludes_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let held = GcLock::exclusive(&root).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r2 = root.clone();
+        let t = std::thread::spawn(move || {
+            let _g = GcLock::shared(&r2).unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(300))
+            .is_err());
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        t.join().unwrap();
+        // Shared holders do not exclude each other.
+        let _a = GcLock::shared(&root).unwrap();
+        let _b = GcLock::shared(&root).unwrap();
+    }
+
+    #[test]
     fn atomic_write_replaces() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a/b/c");
