@@ -1491,7 +1491,17 @@ fn go_reason(url: &str, e: &reqwest::Error) -> String {
     }
     let text = chain.join(": ");
     if text.contains("dns error") || text.contains("failed to lookup address") {
-        return format!("dial tcp: lookup {host}: no such host");
+        let unknown = [
+            "Name or service not known",
+            "No address associated",
+            "nodename nor servname",
+        ];
+        return if unknown.iter().any(|u| text.contains(u)) {
+            format!("dial tcp: lookup {host}: no such host")
+        } else {
+            let last = chain.last().map(String::as_str).unwrap_or("");
+            format!("dial tcp: lookup {host}: {last}")
+        };
     }
     use std::io::ErrorKind as K;
     match io_kind {
@@ -1508,7 +1518,7 @@ fn go_reason(url: &str, e: &reqwest::Error) -> String {
         _ => {}
     }
     if e.is_timeout() {
-        return if e.is_connect() || io_kind == Some(K::TimedOut) && e.is_connect() {
+        return if e.is_connect() {
             format!("dial tcp {addr}: i/o timeout")
         } else {
             format!("read tcp {addr}: i/o timeout")
