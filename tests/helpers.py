@@ -691,3 +691,459 @@ FIXTURE_CHECK = ("cat /etc/fixture-base /layers/files.txt /layers/whiteout.txt; 
 
 def fixture_check_output(name: str, base_extra: str = "shibafu-fixture-base") -> str:
     return f"{base_extra}\nfiles {name}\nwhiteout {name}\nkeep.txt \nnew.txt \ndoomed-gone\n"
+
+
+# ============================================================== registry server vs real clients (issue 9, item 7)
+# For tests/integration/test_registry_clients.py: `shibafu registry serve` in
+# some namespace, dockerd and podman each in a private net+mount namespace of
+# their own (as bench/lib.sh runs them), and a loopback forwarder joining one
+# namespace's 127.0.0.1:PORT to another's, so one registry serves clients in
+# several namespaces. All traffic stays on 127.0.0.1.
+
+#: Packages the peer clients need (command or dpkg name -> apt package).
+PEER_CLIENT_PKGS = {"dockerd": "docker.io", "podman": "podman", "runc": "runc", "conmon": "conmon",
+                    "dpkg:netavark": "netavark", "skopeo": "skopeo", "htpasswd": "apache2-utils",
+                    "busybox": "busybox-static"}
+
+
+def _pkg_present(key: str) -> bool:
+    if key.startswith("dpkg:"):
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", key[5:]], capture_output=True, text=True)
+        return "install ok installed" in r.stdout
+    return shutil.which(key) is not None
+
+
+def apt_install_missing(want: dict[str, str] = PEER_CLIENT_PKGS) -> str | None:
+    """Install the apt packages of `want` whose command (or "dpkg:PKG") is missing, never
+    letting a package script start a service (policy-rc.d). Returns None, or why it failed."""
+    missing = sorted({pkg for key, pkg in want.items() if not _pkg_present(key)})
+    if not missing:
+        return None
+    policy = Path("/usr/sbin/policy-rc.d")
+    made_policy = not policy.exists()
+    if made_policy:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300)
+        r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+                           env=env, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"apt-get install {' '.join(missing)}: {e!r}"
+    finally:
+        if made_policy:
+            policy.unlink(missing_ok=True)
+    still = sorted({pkg for key, pkg in want.items() if not _pkg_present(key)})
+    if r.returncode != 0 or still:
+        return f"apt-get install {' '.join(missing)} failed ({r.returncode}): {(r.stderr or r.stdout)[-1500:]}"
+    return None
+
+
+def procs_in_netns_of(pid: int) -> list[int]:
+    """PIDs sharing the network namespace of `pid` (itself excepted)."""
+    try:
+        ns = os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return []
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit() and int(p) != pid:
+            try:
+                if os.readlink(f"/proc/{p}/ns/net") == ns:
+                    out.append(int(p))
+            except OSError:
+                pass
+    return out
+
+
+def procs_naming(text: str) -> list[int]:
+    """PIDs whose argv mentions `text` (e.g. a private work dir)."""
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()
+            and any(text in a for a in proc_cmdline(int(p)))]
+
+
+class NsHolder:
+    """A private net+mount namespace held by `sleep infinity` (lo up, and an
+    /etc/resolv.conf naming only a loopback nameserver nobody serves, so
+    nothing in it can send DNS off the machine), as bench/lib.sh's new_holder."""
+
+    def __init__(self, workdir: Path, nameserver: str = "127.0.0.53"):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "resolv.conf").write_text(f"nameserver {nameserver}\n")
+        ready = self.dir / "ns-ready"
+        ready.unlink(missing_ok=True)
+        # The unshared process sets itself up before saying it is ready: an
+        # nsenter from outside could race the unshare and act on the host.
+        self.proc = subprocess.Popen(
+            ["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c",
+             'ip link set lo up && mount --bind "$1" /etc/resolv.conf && : > "$2" && exec sleep infinity',
+             "holder", str(self.dir / "resolv.conf"), str(ready)], stdin=subprocess.DEVNULL)
+        wait_for(lambda: ready.exists() or self.proc.poll() is not None, 10, 0.02, "a namespace holder")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"namespace holder exited {self.proc.returncode}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def argv(self, argv, net=True, mnt=True) -> list[str]:
+        return ["nsenter", "-t", str(self.pid), *(["-n"] if net else []), *(["-m"] if mnt else []), "--", *argv]
+
+    def run(self, argv, net=True, mnt=True, **kw) -> subprocess.CompletedProcess:
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        kw.setdefault("timeout", DEFAULT_TIMEOUT)
+        if "input" not in kw:
+            kw.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.run(self.argv(argv, net, mnt), **kw)
+
+    def stop(self) -> list[str]:
+        """Kill whatever still runs in this netns, then the holder (its mounts go with it)."""
+        notes = []
+        if self.proc.poll() is None:
+            for p in procs_in_netns_of(self.pid):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                    notes.append(f"killed leftover {p} {' '.join(proc_cmdline(p))[:120]}")
+                except ProcessLookupError:
+                    pass
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        return notes
+
+
+_NS_FORWARD_PY = r'''
+import ctypes, os, socket, sys, threading
+port, target = int(sys.argv[1]), sys.argv[2]
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", port))
+ls.listen(64)
+# The listening socket stays in this netns; every socket made from now on is
+# in the target's.
+fd = os.open(target, os.O_RDONLY)
+if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:
+    sys.exit(f"setns: {os.strerror(ctypes.get_errno())}")
+os.close(fd)
+print("listening", flush=True)
+
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(262144)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    finally:
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+def serve(c):
+    try:
+        u = socket.create_connection(("127.0.0.1", port), timeout=10)
+        u.settimeout(None)
+    except OSError:
+        c.close()
+        return
+    t = threading.Thread(target=pipe, args=(u, c), daemon=True)
+    t.start()
+    pipe(c, u)
+    t.join()
+    c.close()
+    u.close()
+
+while True:
+    c, _ = ls.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+'''
+
+
+class NsForward:
+    """127.0.0.1:PORT in the netns of `from_pid` forwarded to 127.0.0.1:PORT in
+    the netns of `to_pid` (one process: it listens, then setns(2)s)."""
+
+    def __init__(self, from_pid: int, to_pid: int, port: int):
+        self.port = port
+        self.proc = subprocess.Popen(
+            ["nsenter", "-t", str(from_pid), "-n", "--", "python3", "-c", _NS_FORWARD_PY, str(port),
+             f"/proc/{to_pid}/ns/net"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if line.strip() != "listening":
+            self.proc.kill()
+            raise AssertionError(f"forwarder on port {port} did not start: {self.proc.stderr.read()}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+class ShibafuRegistry:
+    """`shibafu registry serve` on 127.0.0.1:PORT inside the namespaces of
+    `holder_pid` (a daemon's holder, an NsHolder), storing under workdir/root;
+    optional htpasswd users (bcrypt, `htpasswd -Bbn`)."""
+
+    def __init__(self, holder_pid: int, workdir: Path, port: int | None = None,
+                 users: dict[str, str] | None = None):
+        self.holder_pid = holder_pid
+        self.port = port or next_image_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.root = self.dir / "root"
+        self.log_path = self.dir / "registry.log"
+        self.users = users or {}
+        self.htpasswd = None
+        if self.users:
+            lines = [subprocess.run(["htpasswd", "-Bbn", u, p], capture_output=True, text=True,
+                                    check=True).stdout.strip() for u, p in self.users.items()]
+            self.htpasswd = self.dir / "htpasswd"
+            self.htpasswd.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen | None = None
+
+    def ns(self, argv, timeout=DEFAULT_TIMEOUT) -> subprocess.CompletedProcess:
+        return subprocess.run(["nsenter", "-t", str(self.holder_pid), "-n", "-m", "--", *argv],
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def start(self):
+        argv = [shibafu_bin(), "registry", "serve", "--addr", self.addr, "--root", str(self.root)]
+        if self.htpasswd:
+            argv += ["--htpasswd", str(self.htpasswd)]
+        logf = open(self.log_path, "ab")
+        # nsenter execs the server: self.proc is the registry itself.
+        self.proc = subprocess.Popen(["nsenter", "-t", str(self.holder_pid), "-n", "-m", "--", *argv],
+                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
+        logf.close()
+        wait_for(lambda: self.proc.poll() is not None or self.ns(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2",
+             f"http://{self.addr}/v2/"], timeout=10).stdout in ("200", "401"),
+            30, 0.1, f"shibafu registry on {self.addr}")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"shibafu registry exited {self.proc.returncode}: {self.log_tail()}")
+        return self
+
+    def stop(self) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode if self.proc else None
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return "(no registry log)"
+
+    def skopeo(self, *args, timeout=120, check=True) -> subprocess.CompletedProcess:
+        """skopeo in the registry's namespaces, with the first user's credentials if any."""
+        r = self.ns(["skopeo", *args], timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"skopeo {' '.join(args)} exited {r.returncode}: {r.stderr}")
+        return r
+
+    def _creds(self) -> list[str]:
+        if not self.users:
+            return []
+        u, p = next(iter(self.users.items()))
+        return ["--creds", f"{u}:{p}"]
+
+    def inspect(self, ref: str) -> dict:
+        """`skopeo inspect` of ADDR/REF (REF without the address)."""
+        return json.loads(self.skopeo("inspect", "--tls-verify=false", *self._creds(),
+                                      f"docker://{self.addr}/{ref}").stdout)
+
+    def raw_manifest(self, ref: str) -> dict:
+        return json.loads(self.skopeo("inspect", "--raw", "--tls-verify=false", *self._creds(),
+                                      f"docker://{self.addr}/{ref}").stdout)
+
+    def tags(self, repo: str) -> list[str]:
+        return json.loads(self.skopeo("list-tags", "--tls-verify=false", *self._creds(),
+                                      f"docker://{self.addr}/{repo}").stdout)["Tags"]
+
+
+def _rmdir_tree(path: str):
+    for root, _, _ in sorted(os.walk(path, topdown=False), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(root)
+        except OSError:
+            pass
+
+
+class PeerEngine:
+    """Shared part of Dockerd and Podman: a work dir, a holder, and the cgroup
+    parents (docker/, libpod_parent/) the peer creates, removed at the end
+    when they did not exist before and are empty."""
+
+    CGROUP_PARENTS = ("docker", "libpod_parent")
+
+    def __init__(self, prefix: str):
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        self.new_cgroup_parents = [p for c in glob.glob(f"{CGROUP_ROOT}/*/") for p in
+                                   (os.path.join(c, n) for n in self.CGROUP_PARENTS) if not os.path.exists(p)]
+        self.holder = NsHolder(self.dir / "ns")
+
+    def _finish(self, notes: list[str]) -> list[str]:
+        for p in procs_naming(str(self.dir)):
+            try:
+                os.kill(p, signal.SIGKILL)
+                notes.append(f"killed leftover {p} {' '.join(proc_cmdline(p))[:120]}")
+            except ProcessLookupError:
+                pass
+        notes += self.holder.stop()
+        for d in self.new_cgroup_parents:
+            if os.path.isdir(d):
+                _rmdir_tree(d)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.dir.exists():
+            time.sleep(1)
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if self.dir.exists():
+            notes.append(f"could not remove {self.dir}")
+        return notes
+
+
+class Dockerd(PeerEngine):
+    """dockerd (apt docker.io) in its own net+mount namespace with its own data
+    and exec roots, `--dns 127.0.0.53` (a loopback nobody serves), and the
+    docker CLI bound to it with a private DOCKER_CONFIG (bench/lib.sh's start_docker)."""
+
+    def __init__(self):
+        super().__init__("shibafu-dockerd-")
+        self.sock = str(self.dir / "docker.sock")
+        self.config = self.dir / "cfg"
+        self.config.mkdir()
+        self.log_path = self.dir / "dockerd.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90):
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.holder.argv(["dockerd", "--host", f"unix://{self.sock}", "--data-root", str(self.dir / "data"),
+                              "--exec-root", str(self.dir / "exec"), "--pidfile", str(self.dir / "dockerd.pid"),
+                              "--dns", "127.0.0.53"]),
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
+        logf.close()
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dockerd exited {self.proc.returncode}: {self.log_tail()}")
+            try:
+                c = UnixHTTPConnection(self.sock, timeout=2)
+                c.request("GET", "/_ping")
+                ok = c.getresponse().status == 200
+                c.close()
+                return ok
+            except OSError:
+                return False
+
+        wait_for(up, timeout, 0.1, "dockerd to answer /_ping")
+        return self
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return "(no dockerd log)"
+
+    def env(self) -> dict:
+        env = dict(os.environ, DOCKER_HOST=f"unix://{self.sock}", DOCKER_CONFIG=str(self.config),
+                   DOCKER_CLI_HINTS="false")
+        env.pop("DOCKER_CONTEXT", None)
+        return env
+
+    def docker(self, *args, input=None, timeout=DEFAULT_TIMEOUT, check=False) -> subprocess.CompletedProcess:
+        return _run(["docker", *args], self.env(), input, timeout, check, True)
+
+    def teardown(self) -> list[str]:
+        notes = []
+        if self.proc and self.proc.poll() is None:
+            try:
+                ids = self.docker("ps", "-aq", timeout=30).stdout.split()
+                if ids:
+                    self.docker("rm", "-f", *ids, timeout=60)
+            except Exception as e:  # keep tearing down
+                notes.append(f"removing dockerd containers: {e!r}")
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                notes.append("dockerd ignored SIGTERM for 30 s")
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self._finish(notes)
+
+
+class Podman(PeerEngine):
+    """Podman (apt podman runc conmon netavark) in its own net+mount namespace:
+    its own --root/--runroot/--tmpdir, auth file, /dev/shm, /run/containers and
+    network config dir, and DESIGN-NOTES' containers.conf (runc, cgroupfs,
+    netavark, pull_policy never), as bench/lib.sh's start_podman."""
+
+    def __init__(self):
+        super().__init__("shibafu-podman-")
+        for d in ("root", "run", "tmp", "networks", "netrun", "varlib"):
+            (self.dir / d).mkdir()
+        self.auth_file = self.dir / "auth.json"
+        self.auth_file.write_text('{"auths": {}}\n')
+        self.conf = self.dir / "containers.conf"
+        self.conf.write_text(
+            "[containers]\n"
+            'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
+            'log_driver = "k8s-file"\n'
+            "[network]\n"
+            'network_backend = "netavark"\n'
+            f'network_config_dir = "{self.dir / "networks"}"\n'
+            "[engine]\n"
+            'runtime = "runc"\n'
+            'cgroup_manager = "cgroupfs"\n'
+            'events_logger = "file"\n'
+            f'events_logfile_path = "{self.dir / "events.log"}"\n'
+            'pull_policy = "never"\n')
+        # podman's SHM locks live in /dev/shm, its IPAM db and default auth
+        # file under /run/containers, its blob info cache (which registry has
+        # which blob) in /var/lib/containers/cache: private copies of all.
+        r = self.holder.run(["sh", "-c", f"mount -t tmpfs -o size=64m tmpfs /dev/shm && "
+                                         f"mkdir -p /run/containers && mount -t tmpfs tmpfs /run/containers && "
+                                         f"mkdir -p /run/containers/networks && "
+                                         f"mount --bind '{self.dir / 'netrun'}' /run/containers/networks && "
+                                         f"mkdir -p /var/lib/containers && "
+                                         f"mount --bind '{self.dir / 'varlib'}' /var/lib/containers"],
+                            net=False)
+        if r.returncode != 0:
+            self.teardown()
+            raise AssertionError(f"podman namespace set-up failed: {r.stderr}")
+
+    def podman(self, *args, input=None, timeout=DEFAULT_TIMEOUT, check=False) -> subprocess.CompletedProcess:
+        argv = ["env", f"CONTAINERS_CONF={self.conf}", f"REGISTRY_AUTH_FILE={self.auth_file}",
+                "podman", "--root", str(self.dir / "root"), "--runroot", str(self.dir / "run"),
+                "--tmpdir", str(self.dir / "tmp"), *args]
+        try:
+            r = self.holder.run(argv, input=input, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError(f"podman {' '.join(args)} timed out after {timeout}s; stderr={e.stderr!r}")
+        if check and r.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)} exited {r.returncode}\nstdout: {r.stdout}\n"
+                                 f"stderr: {r.stderr}")
+        return r
+
+    def teardown(self) -> list[str]:
+        notes = []
+        if self.holder.proc.poll() is None and (self.dir / "root" / "libpod").exists():
+            try:
+                self.podman("rm", "-a", "-f", "-t", "0", timeout=60)
+            except Exception as e:  # keep tearing down
+                notes.append(f"podman rm -a: {e!r}")
+        return self._finish(notes)
