@@ -7,7 +7,7 @@
 //!
 //! Modules: `name` (Docker's name rules), `endpoint` (which URL a registry
 //! name is reached at), `auth` (challenges and tokens), `client` (the
-//! protocol itself).
+//! protocol itself), `wire` (error texts, digests, references).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ mod auth;
 mod client;
 mod endpoint;
 mod name;
+mod wire;
 
 pub use client::{Client, DEFAULT_CHUNK_SIZE};
 pub use endpoint::DOCKER_HUB;
