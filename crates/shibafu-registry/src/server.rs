@@ -244,6 +244,7 @@ impl App {
 pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
     let mut resp = match dispatch(&app, req).await {
         Ok(r) => r,
         Err(e) => {
@@ -251,6 +252,12 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
             e.into_response()
         }
     };
+    // Access log (the body of a GET may still be streaming).
+    tracing::debug!(
+        "{method} {path} {} {:.1}ms",
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
     resp.headers_mut().insert(
         "docker-distribution-api-version",
         HeaderValue::from_static("registry/2.0"),
