@@ -330,6 +330,9 @@ pub struct PullOptions {
     /// `os/arch[/variant]`; the host's when None.
     pub platform: Option<String>,
     pub auth: Option<RegistryAuth>,
+    /// `pull --all-tags`: the request had no `tag` and `reference` names
+    /// none: every tag of the repository is pulled.
+    pub all_tags: bool,
 }
 
 /// Options of a push (`POST /images/{name}/push?tag=`).
@@ -505,8 +508,8 @@ pub trait ImageBackend: Send + Sync + 'static {
         quiet: bool,
     ) -> ApiResult<BoxStream<JsonMessage>>;
     /// `POST /auth`: checks the credentials against the registry
-    /// (`serveraddress`, Docker Hub when empty). 401 is `Err(InvalidArgument)`
-    /// with the registry's reason, as dockerd ("unauthorized: ...").
+    /// (`serveraddress`, Docker Hub when empty). A refusal is
+    /// `Err(Unauthorized)` (401) with the registry's reason, as dockerd.
     async fn registry_login(&self, auth: RegistryAuth) -> ApiResult<AuthResponse>;
 }
 

@@ -330,6 +330,53 @@ impl Client {
         })
     }
 
+    /// `GET /v2/<path>/tags/list`, every page (`Link: <...>; rel="next"`),
+    /// for `pull --all-tags`. docker.io pulls ask the mirrors first.
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        creds: &Credentials,
+    ) -> Result<Vec<String>, Error> {
+        self.on_pull_endpoints(repo, |ep| self.list_tags_at(ep, repo, creds))
+            .await
+    }
+
+    async fn list_tags_at(
+        &self,
+        ep: Endpoint,
+        repo: &RepoName,
+        creds: &Credentials,
+    ) -> Result<Vec<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let ctx = self.ctx(&ep, vec![scope(repo, "pull")], creds).await?;
+        let mut url = format!("{}/v2/{}/tags/list", ctx.remote.base, repo.path);
+        let mut out = Vec::new();
+        // Bounded: a registry whose Link loops must not hold a pull forever.
+        for _ in 0..1000 {
+            let resp = self.send(&ctx, Method::GET, &url, &plain).await?;
+            if !resp.status().is_success() {
+                return Err(status_error(resp).await);
+            }
+            let next = header_str(resp.headers(), "link").and_then(|l| next_link(&l));
+            let bytes = read_limited(resp, MANIFEST_MAX, self.idle()).await?;
+            let page: Page = serde_json::from_slice(&bytes).map_err(|e| Error::Registry {
+                status: 200,
+                message: format!("invalid tag list from the registry: {e}"),
+            })?;
+            out.extend(page.tags.unwrap_or_default());
+            match next {
+                Some(n) if n.starts_with('/') => url = format!("{}{n}", ctx.remote.base),
+                Some(n) => url = n,
+                None => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+
     /// `GET /v2/<path>/blobs/<digest>` from `offset` (a `Range` request
     /// when offset > 0). Redirects are followed. The stream is not
     /// verified here: the caller hashes what it stores.
@@ -1397,5 +1444,34 @@ mod tests {
         assert_eq!(login_domain("docker.io"), "docker.io");
         assert_eq!(login_domain("localhost:5000"), "localhost:5000");
         assert_eq!(login_domain("http://127.0.0.1:5000/v2/"), "127.0.0.1:5000");
+    }
+}
+
+/// The target of a `Link: <url>; rel="next"` header.
+fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"")
+            .then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
+    })
+}
+
+#[cfg(test)]
+mod link_tests {
+    #[test]
+    fn next_links() {
+        assert_eq!(
+            super::next_link("</v2/a/tags/list?n=2&last=b>; rel=\"next\""),
+            Some("/v2/a/tags/list?n=2&last=b".to_string())
+        );
+        assert_eq!(super::next_link("</x>; rel=\"prev\""), None);
     }
 }

@@ -532,7 +532,6 @@ impl Inner {
             config,
             layers,
             manifests,
-            tags: st.tags_of(&found.id),
             named_tag: found.tag.clone(),
             repo_digests: img.rec.repo_digests.clone(),
         })
@@ -568,7 +567,6 @@ pub(crate) struct ExportImage {
     pub layers: Vec<ExportLayer>,
     /// (hex digest, bytes) of the kept manifests and indexes.
     pub manifests: Vec<(String, Vec<u8>)>,
-    pub tags: Vec<String>,
     /// The `repo:tag` the reference named, when it named one.
     pub named_tag: Option<String>,
     pub repo_digests: Vec<String>,

@@ -253,23 +253,83 @@ pub(crate) async fn pull(
 ) -> ApiResult<BoxStream<JsonMessage>> {
     let r =
         reference::parse(&opts.reference).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-    let tag = match (&r.tag, &r.digest) {
-        (None, None) => Some("latest".to_string()),
-        (t, _) => t.clone(),
-    };
     let platform = match opts.platform.as_deref().filter(|p| !p.is_empty()) {
         Some(p) => Some(Platform::parse(p)?),
         None => None,
     };
     let repo = RepoName::parse(&r.repo).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     let creds = credentials(opts.auth.as_ref());
-    let anonymous = creds == Credentials::Anonymous;
+    let client = store.inner.registry.clone();
+    // `pull --all-tags`: every tag of the repository, one after another in
+    // one stream, as dockerd does.
+    let tags: Vec<Option<String>> = if opts.all_tags && r.tag.is_none() && r.digest.is_none() {
+        let mut t = client
+            .list_tags(&repo, &creds)
+            .await
+            .map_err(|e| resolve_error(e, &r.repo, &r.repo, creds == Credentials::Anonymous))?;
+        t.sort();
+        if t.is_empty() {
+            return Err(ApiError::NotFound(format!("no tags found for {}", r.repo)));
+        }
+        t.into_iter().map(Some).collect()
+    } else {
+        vec![match (&r.tag, &r.digest) {
+            (None, None) => Some("latest".to_string()),
+            (t, _) => t.clone(),
+        }]
+    };
+    let first = resolve(
+        &client,
+        &repo,
+        &r,
+        tags[0].clone(),
+        platform.clone(),
+        &creds,
+    )
+    .await?;
+    let (rep, rx) = Reporter::new();
+    let inner = Arc::clone(&store.inner);
+    tokio::spawn(async move {
+        let mut next = Some(first);
+        for tag in &tags {
+            let resolved = match next.take() {
+                Some(x) => x,
+                None => {
+                    match resolve(&client, &repo, &r, tag.clone(), platform.clone(), &creds).await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            rep.error(e.to_string());
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = run(Arc::clone(&inner), client.clone(), resolved, rep.clone()).await {
+                rep.error(e.to_string());
+                return;
+            }
+        }
+    });
+    Ok(tokio_stream::wrappers::UnboundedReceiverStream::new(rx).boxed())
+}
+
+/// Resolves one tag (or the digest) of `r` to a platform's manifest and
+/// config.
+async fn resolve(
+    client: &Client,
+    repo: &RepoName,
+    r: &reference::ImageRef,
+    tag: Option<String>,
+    platform: Option<Platform>,
+    creds: &Credentials,
+) -> ApiResult<Resolved> {
+    let anonymous = *creds == Credentials::Anonymous;
     let shown = match (&r.digest, &tag) {
         (Some(d), _) => format!("{}@{d}", r.repo),
         (None, Some(t)) => format!("{}:{t}", r.repo),
         (None, None) => r.repo.clone(),
     };
-    let client = store.inner.registry.clone();
+    let (repo, creds) = (repo.clone(), creds.clone());
     let want = platform.clone().unwrap_or_else(Platform::host);
     let reference = r.digest.clone().or(tag.clone()).unwrap_or_default();
     let err = |e| resolve_error(e, &shown, &r.repo, anonymous);
@@ -355,7 +415,7 @@ pub(crate) async fn pull(
     for l in &mj.layers {
         hex_of(&l.digest)?;
     }
-    let resolved = Resolved {
+    Ok(Resolved {
         repo,
         creds,
         familiar: r.repo.clone(),
@@ -366,15 +426,7 @@ pub(crate) async fn pull(
         config,
         layers: mj.layers,
         diff_ids,
-    };
-    let (rep, rx) = Reporter::new();
-    let inner = Arc::clone(&store.inner);
-    tokio::spawn(async move {
-        if let Err(e) = run(inner, client, resolved, rep.clone()).await {
-            rep.error(e.to_string());
-        }
-    });
-    Ok(tokio_stream::wrappers::UnboundedReceiverStream::new(rx).boxed())
+    })
 }
 
 async fn run(

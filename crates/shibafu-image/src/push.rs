@@ -407,7 +407,8 @@ async fn push_one(
                     .await
                     .unwrap_or(false)
                 {
-                    rep.layer(&id, &format!("Mounted from {}", from.familiar()));
+                    // dockerd names the source by its path on the registry.
+                    rep.layer(&id, &format!("Mounted from {}", from.path));
                     return Ok(());
                 }
             }

@@ -129,6 +129,9 @@ async fn create(b: &Backends, q: &Query, headers: &HeaderMap, body: Body) -> Htt
     if let Some(image) = q.non_empty("fromImage") {
         let opts = PullOptions {
             reference: pull_reference(image, q.non_empty("tag")),
+            // dockerd pulls every tag when neither `tag` nor the name has one
+            // (what `docker pull --all-tags` sends).
+            all_tags: q.non_empty("tag").is_none() && !names_tag_or_digest(image),
             platform: q.non_empty("platform").map(str::to_string),
             // Docker ignores undecodable credentials on pull.
             auth: header_auth(headers),
@@ -139,6 +142,16 @@ async fn create(b: &Backends, q: &Query, headers: &HeaderMap, body: Body) -> Htt
     Err(bad_request(
         "POST /images/create needs fromSrc=- (import) or fromImage (pull)",
     ))
+}
+
+/// Whether a name carries a tag or a digest (`a:1`, `a@sha256:..`, but
+/// not the port of `localhost:5000/a`).
+fn names_tag_or_digest(image: &str) -> bool {
+    image.contains('@')
+        || image
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'))
 }
 
 /// `fromImage` + `tag` as one reference, the name kept as the client
