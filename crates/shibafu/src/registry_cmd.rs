@@ -60,8 +60,11 @@ enum Cmd {
 }
 
 pub fn main(argv: &[OsString]) -> i32 {
-    // argv[0] = program, argv[1] = "registry".
-    let args = match RegistryArgs::try_parse_from(argv[1..].iter()) {
+    // argv[0] = program, argv[1] = "registry"; usage lines read
+    // "shibafu registry ...".
+    let words =
+        std::iter::once(OsString::from("shibafu registry")).chain(argv[2..].iter().cloned());
+    let args = match RegistryArgs::try_parse_from(words) {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
