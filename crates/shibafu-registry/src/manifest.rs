@@ -72,9 +72,8 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ManifestRefs, Ma
         annotations: obj.get("annotations").filter(|a| a.is_object()).cloned(),
         ..Default::default()
     };
-    if let (Some(body_mt), Some(header)) = (&refs.media_type, content_type) {
-        let header_mt = header.split(';').next().unwrap_or("").trim();
-        if !header_mt.is_empty() && header_mt != body_mt {
+    if let (Some(body_mt), Some(header_mt)) = (&refs.media_type, specific(content_type)) {
+        if header_mt != body_mt {
             return Err(ManifestError::MediaTypeMismatch {
                 body: body_mt.clone(),
                 header: header_mt.to_string(),
@@ -120,13 +119,19 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ManifestRefs, Ma
     Ok(refs)
 }
 
+/// A Content-Type that names a media type, without parameters; generic
+/// ones (`application/json`, `application/octet-stream`) name none.
+fn specific(content_type: Option<&str>) -> Option<&str> {
+    content_type
+        .map(|c| c.split(';').next().unwrap_or("").trim())
+        .filter(|c| !c.is_empty() && *c != "application/octet-stream" && *c != "application/json")
+}
+
 /// The media type a manifest is stored and served under: the header's, else
 /// the body's, else by shape (an index if it lists manifests).
 pub fn effective_media_type(content_type: Option<&str>, refs: &ManifestRefs) -> String {
-    let header = content_type
-        .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
-        .filter(|c| !c.is_empty() && c != "application/octet-stream");
-    header
+    specific(content_type)
+        .map(str::to_string)
         .or_else(|| refs.media_type.clone())
         .unwrap_or_else(|| {
             if refs.children.is_empty() {
@@ -198,6 +203,16 @@ mod tests {
             parse(body.as_bytes(), Some(OCI_INDEX)),
             Err(ManifestError::MediaTypeMismatch { .. })
         ));
+        // Generic content types defer to the body.
+        let r = parse(body.as_bytes(), Some("application/json; charset=utf-8")).unwrap();
+        assert_eq!(
+            effective_media_type(Some("application/json"), &r),
+            OCI_MANIFEST
+        );
+        assert_eq!(
+            effective_media_type(Some(&format!("{OCI_MANIFEST}; x=y")), &r),
+            OCI_MANIFEST
+        );
     }
 
     #[test]
