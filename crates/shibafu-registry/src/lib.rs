@@ -118,7 +118,11 @@ impl Bound {
     ) -> Result<(), Error> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();
-        http.max_buf_size(4 << 20).keep_alive(true);
+        // The timer enables hyper's header read timeout (30 s), so a client
+        // that trickles request headers cannot hold a connection forever.
+        http.max_buf_size(4 << 20)
+            .keep_alive(true)
+            .timer(hyper_util::rt::TokioTimer::new());
         let http = Arc::new(http);
         tokio::pin!(shutdown);
         loop {
