@@ -42,8 +42,17 @@ holder=$!
 echo "$holder" >"$demo/holder.pid"
 sleep 0.2
 nsenter -t "$holder" -n -m -- ip link set lo up
+# The daemon also serves its built-in OCI registry on 127.0.0.1:5000 (in
+# its namespace): the demo pushes to it and pulls from it.
+cat >"$demo/daemon.yaml" <<CFG
+registry:
+  serve:
+    addr: 127.0.0.1:5000
+    root: $demo/registry
+CFG
 nsenter -t "$holder" -n -m -- "$bin" daemon --host "unix://$sock" \
-    --data-root "$demo/data" --exec-root "$demo/run" >"$demo/daemon.log" 2>&1 &
+    --data-root "$demo/data" --exec-root "$demo/run" --config-file "$demo/daemon.yaml" \
+    >"$demo/daemon.log" 2>&1 &
 echo $! >"$demo/daemon.pid"
 for _ in $(seq 100); do
     "$bin" -H "unix://$sock" version >/dev/null 2>&1 && break
@@ -68,6 +77,15 @@ echo "== importing busybox (from Debian's busybox-static) as busybox:latest"
 tarball=$(bash tests/images/make-busybox-rootfs.sh "$demo/image" | tail -1)
 run "$bin" import "$tarball" busybox:latest
 run "$bin" images
+
+echo "== images: push to the built-in registry, remove, pull back, save and load"
+run "$bin" tag busybox:latest localhost:5000/demo/busybox:1
+run "$bin" push localhost:5000/demo/busybox:1
+run "$bin" rmi localhost:5000/demo/busybox:1
+run "$bin" pull localhost:5000/demo/busybox:1
+run "$bin" images --digests
+run "$bin" save -o "$demo/busybox.tar" localhost:5000/demo/busybox:1
+run "$bin" load -i "$demo/busybox.tar"
 
 echo "== running containers with the shibafu CLI"
 run "$bin" run --rm busybox echo "hello from a shibafu container"

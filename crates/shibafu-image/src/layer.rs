@@ -404,9 +404,15 @@ impl Unpacker {
 fn copy_data<R: Read>(src: &mut R, dst: &mut File, path: &Path) -> Result<u64, UnpackError> {
     let mut buf = vec![0u8; 128 * 1024];
     let mut total = 0u64;
+    let mut flushed = 0u64;
     loop {
         let n = match src.read(&mut buf) {
-            Ok(0) => return Ok(total),
+            Ok(0) => {
+                if total - flushed >= EARLY_WRITEBACK_MIN {
+                    start_writeback(dst, flushed, total - flushed);
+                }
+                return Ok(total);
+            }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(UnpackError::Read(e)),
@@ -414,6 +420,34 @@ fn copy_data<R: Read>(src: &mut R, dst: &mut File, path: &Path) -> Result<u64, U
         dst.write_all(&buf[..n])
             .map_err(|e| UnpackError::write(path, e))?;
         total += n as u64;
+        if total - flushed >= EARLY_WRITEBACK_CHUNK {
+            start_writeback(dst, flushed, total - flushed);
+            flushed = total;
+        }
+    }
+}
+
+/// Data of a file written during an unpack is handed to the disk in
+/// chunks of this size while the unpack goes on...
+pub(crate) const EARLY_WRITEBACK_CHUNK: u64 = 8 << 20;
+/// ...and at its end when at least this much is left, so the `syncfs`
+/// that makes a layer durable mostly finds the work already done instead
+/// of starting it (half a pull's wall time here when it did not).
+const EARLY_WRITEBACK_MIN: u64 = 256 << 10;
+
+/// Starts writeback of `len` bytes at `off` without waiting for it
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); durability still comes from
+/// the later `syncfs`/`fsync`. A failure only loses the head start.
+pub(crate) fn start_writeback(f: &File, off: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open fd; the call reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(
+            f.as_raw_fd(),
+            off as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
 }
 

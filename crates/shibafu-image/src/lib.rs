@@ -269,6 +269,8 @@ struct Inner {
     /// Layer downloads in progress, by diff ID, so concurrent pulls fetch a
     /// shared layer once.
     inflight: content::Inflight,
+    /// Layers of pulls and loads in progress, kept from `rmi`/`prune`.
+    pins: content::Pins,
 }
 
 impl ImageStore {
@@ -301,6 +303,7 @@ impl ImageStore {
             users: RwLock::new(None),
             registry,
             inflight: content::Inflight::default(),
+            pins: content::Pins::default(),
         };
         inner.load_and_collect()?;
         Ok(ImageStore {
@@ -535,7 +538,10 @@ impl Inner {
                     deleted: Some(format!("sha256:{id}")),
                 });
                 for c in img.rec.layers.iter().rev() {
-                    if !still_used.contains(c.as_str()) && seen.insert(c.clone()) {
+                    if !still_used.contains(c.as_str())
+                        && !self.pins.contains(c)
+                        && seen.insert(c.clone())
+                    {
                         if let Some(l) = st.layers.get(c) {
                             layers_gone.push(l.clone());
                         }

@@ -438,6 +438,7 @@ async fn run(
     let path_shown = r.repo.path.clone();
     let at = r.tag.clone().unwrap_or_else(|| r.top_digest.clone());
     rep.with_id(&at, &format!("Pulling from {path_shown}"));
+    let _pins = inner.pins.pin(&r.diff_ids);
     let existed_before = {
         let st = inner.state.read();
         let id = crate::sha256_hex(&r.config);
@@ -683,6 +684,7 @@ impl LayerJob {
         let inner = Arc::clone(&self.inner);
         let progress = self.rep.throttled(&self.id, "Downloading", total);
         let ingest2 = ingest.clone();
+        let started = std::time::Instant::now();
         let unpack = tokio::task::spawn_blocking(move || {
             let prefix = if have > 0 {
                 Some(
@@ -737,6 +739,7 @@ impl LayerJob {
             Ok(Err(e)) => return Err(e),
             Err(e) => return Err(StoreError::Corrupt(format!("unpack task failed: {e}"))),
         }
+        tracing::debug!(layer = %self.id, bytes = total, elapsed_ms = started.elapsed().as_millis() as u64, "layer pulled");
         self.rep.layer(&self.id, "Verifying Checksum");
         self.rep.layer(&self.id, "Download complete");
         self.rep.progress(&self.id, "Extracting", total, total);

@@ -842,6 +842,13 @@ pub(super) fn run(
     // Each missing layer once, whatever images share it.
     let mut seen = HashSet::new();
     let mut jobs = Vec::new();
+    // Every layer the images name stays out of `rmi`'s reach until they
+    // are committed (layers already stored included).
+    let all: Vec<String> = images
+        .iter()
+        .flat_map(|i| i.diff_ids.iter().cloned())
+        .collect();
+    let _pins = inner.pins.pin(&all);
     {
         let st = inner.state.read();
         for img in &images {
