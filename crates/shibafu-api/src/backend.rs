@@ -211,31 +211,17 @@ impl RegistryAuth {
     }
 }
 
-/// Lenient base64 (standard or URL-safe alphabet, padding optional).
+/// Lenient base64 (standard or URL-safe alphabet, padding optional, white
+/// space ignored): what Docker accepts in `X-Registry-Auth` and `auth`.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => break,
-            b'\n' | b'\r' | b' ' => continue,
-            _ => return None,
-        } as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::{alphabet, Engine as _};
+    const CFG: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CFG);
+    const URL: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CFG);
+    let clean: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    URL.decode(&clean).or_else(|_| STD.decode(&clean)).ok()
 }
 
 /// One line of Docker's JSON message stream (pull, push, load, build):

@@ -225,7 +225,7 @@ impl Credentials {
         if !self.server.is_empty() {
             m.insert("serveraddress".into(), json!(self.server));
         }
-        base64_encode(Value::Object(m).to_string().as_bytes(), URL_SAFE)
+        base64_encode(Value::Object(m).to_string().as_bytes(), &URL_SAFE)
     }
 
     /// The `POST /auth` body.
@@ -345,7 +345,7 @@ impl ConfigFile {
             ""
         };
         let mut entry = json!({
-            "auth": base64_encode(format!("{}:{}", c.username, password).as_bytes(), STANDARD),
+            "auth": base64_encode(format!("{}:{}", c.username, password).as_bytes(), &STANDARD),
         });
         if !c.identity_token.is_empty() {
             entry["identitytoken"] = json!(c.identity_token);
@@ -483,51 +483,25 @@ fn helper_store(helper: &str, c: &Credentials) -> Result<(), AuthError> {
     helper_call(helper, "store", &body).map(|_| ())
 }
 
-const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+pub use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 
-/// Padded base64 with the given alphabet.
-pub fn base64_encode(data: &[u8], alphabet: &[u8; 64]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(alphabet[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// Padded base64 with the given engine (`STANDARD` or `URL_SAFE`).
+pub fn base64_encode(data: &[u8], engine: &base64::engine::GeneralPurpose) -> String {
+    use base64::Engine as _;
+    engine.encode(data)
 }
 
-/// Lenient base64 decoding (either alphabet, padding optional).
+/// Lenient base64 decoding (either alphabet, padding optional, white
+/// space ignored), as Docker's clients and daemon accept it.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => break,
-            b'\n' | b'\r' | b' ' => continue,
-            _ => return None,
-        } as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::{alphabet, Engine as _};
+    const CFG: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CFG);
+    const URL: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CFG);
+    let clean: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    URL.decode(&clean).or_else(|_| STD.decode(&clean)).ok()
 }
 
 #[cfg(test)]
@@ -633,6 +607,9 @@ mod tests {
             v,
             json!({"username":"a","password":"??>","serveraddress":"s"})
         );
-        assert_eq!(base64_encode(b"alice:secret", STANDARD), "YWxpY2U6c2VjcmV0");
+        assert_eq!(
+            base64_encode(b"alice:secret", &STANDARD),
+            "YWxpY2U6c2VjcmV0"
+        );
     }
 }

@@ -118,6 +118,15 @@ impl Read for ChannelReader {
     }
 }
 
+impl ChannelReader {
+    /// Tells, once reading ended, whether it was the sending side that
+    /// failed (a cut connection), as opposed to the content.
+    pub(crate) fn sender_failed(&self) -> impl Fn() -> bool + Send + 'static {
+        let slot = self.slot.clone();
+        move || matches!(*slot.lock(), Some(Failure::Body(_)))
+    }
+}
+
 /// Passes the uncompressed tar through, hashing it and writing the blob.
 struct HashTee<R> {
     inner: R,
@@ -166,7 +175,7 @@ const MAGIC_XZ: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
 const MAGIC_ZSTD: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
 pub(crate) fn channel() -> (tokio::sync::mpsc::Sender<io::Result<Bytes>>, ChannelReader) {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
     (
         tx,
         ChannelReader {

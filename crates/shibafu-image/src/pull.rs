@@ -12,7 +12,6 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bollard_stubs::models::AuthResponse;
@@ -21,7 +20,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use shibafu_api::{ApiError, ApiResult, BoxStream, JsonMessage, PullOptions, RegistryAuth};
 use shibafu_distribution::{media, Client, Credentials, Error as RegError, RepoName};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::content::{BlobSink, Claim, LayerExpect, NewImage, WorkDir};
 use crate::progress::{short_id, Reporter};
@@ -628,7 +627,8 @@ impl LayerJob {
         if have > 0 {
             tracing::info!(layer = %self.id, bytes = have, "resuming a layer download");
         }
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(64);
+        let (tx, net) = crate::import::channel();
+        let net_failed = net.sender_failed();
         // The network side: the first response, then Range re-requests
         // after a dropped connection.
         let pump = {
@@ -694,12 +694,6 @@ impl LayerJob {
             } else {
                 None
             };
-            let net_failed = Arc::new(AtomicBool::new(false));
-            let net = NetReader {
-                rx,
-                cur: Bytes::new(),
-                failed: Arc::clone(&net_failed),
-            };
             let mut src: Box<dyn Read> = match prefix {
                 Some(f) => Box::new(f.take(have).chain(net)),
                 None => Box::new(net),
@@ -723,7 +717,7 @@ impl LayerJob {
                         e,
                         StoreError::DigestMismatch(_) | StoreError::InvalidArgument(_)
                     );
-                    if corrupt && !net_failed.load(Ordering::SeqCst) {
+                    if corrupt && !net_failed() {
                         let _ = fs::remove_file(&ingest2);
                     }
                     return Err(e);
@@ -745,34 +739,6 @@ impl LayerJob {
         self.rep.progress(&self.id, "Extracting", total, total);
         self.rep.layer(&self.id, "Pull complete");
         Ok(())
-    }
-}
-
-/// Blocking reader over the network side's chunks.
-struct NetReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    cur: Bytes,
-    /// Set when the network side failed (as opposed to bad content).
-    failed: Arc<AtomicBool>,
-}
-
-impl Read for NetReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use bytes::Buf;
-        while !self.cur.has_remaining() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => {
-                    self.failed.store(true, Ordering::SeqCst);
-                    return Err(e);
-                }
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        self.cur.advance(n);
-        Ok(n)
     }
 }
 
