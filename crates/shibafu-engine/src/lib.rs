@@ -44,7 +44,6 @@ pub mod status;
 pub mod store;
 mod system;
 mod top;
-mod topdir;
 pub mod views;
 mod volumes;
 
@@ -185,13 +184,13 @@ impl Engine {
             std::fs::create_dir_all(&d).map_err(|e| EngineError::io(d.display(), e))?;
         }
         // Each container's trees in an allocation group of their own (see
-        // topdir.rs); only a hint, so a failure is logged, not fatal.
+        // shibafu_image::topdir); only a hint, so a failure is logged, not fatal.
         for d in [
             cfg.data_root.join("containers"),
             cfg.exec_root.join("containers"),
             cfg.exec_root.join("runtime"),
         ] {
-            if let Err(e) = topdir::mark(&d) {
+            if let Err(e) = shibafu_image::topdir::mark(&d) {
                 tracing::warn!("{}: setting the TOPDIR attribute: {e}", d.display());
             }
         }

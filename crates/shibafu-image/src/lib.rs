@@ -34,6 +34,7 @@ mod pull;
 mod push;
 pub mod reference;
 pub mod rootfs;
+pub mod topdir;
 
 pub use shibafu_distribution::{media, ClientConfig as RegistryConfig};
 
@@ -283,6 +284,11 @@ impl ImageStore {
                 .map_err(|e| StoreError::io(format!("creating {}", p.display()), e))?;
         }
         let tmp = root.join("tmp");
+        // Each layer's work dir (and so the layer, renamed from it) gets a
+        // block group of its own (topdir.rs). Only a hint.
+        if let Err(e) = topdir::mark(&tmp) {
+            tracing::debug!(error = %e, "cannot set TOPDIR on the image work dir");
+        }
         for e in read_dir_names(&tmp)? {
             let p = tmp.join(&e);
             if let Err(err) = remove_any(&p) {

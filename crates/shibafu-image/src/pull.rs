@@ -694,7 +694,7 @@ impl LayerJob {
             } else {
                 None
             };
-            let mut src: Box<dyn Read> = match prefix {
+            let mut src: Box<dyn Read + Send> = match prefix {
                 Some(f) => Box::new(f.take(have).chain(net)),
                 None => Box::new(net),
             };

@@ -734,7 +734,7 @@ fn unpack_one(
         diff_id: Some(job.diff_id.clone()),
     };
     let short = short_id(&job.diff_id);
-    let (src, sink, total): (Box<dyn Read + '_>, BlobSink, u64) = match job.content {
+    let (src, sink, total): (Box<dyn Read + Send + '_>, BlobSink, u64) = match job.content {
         Content::File { path, size } => (
             Box::new(
                 File::open(path).map_err(|e| StoreError::io("reading back a spooled layer", e))?,
