@@ -326,6 +326,7 @@ async fn push_streams_progress_and_ends_with_the_aux_line() {
         .request("POST", "/images/busybox/push?tag=latest&platform=linux", "")
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
+    // One platform per image: choosing one is refused, saying why.
     let r = s
         .request(
             "POST",
@@ -333,7 +334,11 @@ async fn push_streams_progress_and_ends_with_the_aux_line() {
             "",
         )
         .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("one platform per image"));
 }
 
 #[tokio::test]

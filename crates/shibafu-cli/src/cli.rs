@@ -1120,9 +1120,6 @@ pub struct PushArgs {
     #[arg(long = "disable-content-trust", default_value_t = true, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub disable_content_trust: bool,
-    /// Push a platform-specific manifest as a single-platform image (os[/arch[/variant]])
-    #[arg(long)]
-    pub platform: Option<String>,
     /// Suppress verbose output
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -1135,9 +1132,6 @@ pub struct SaveArgs {
     /// Write to a file, instead of STDOUT
     #[arg(short = 'o', long)]
     pub output: Option<String>,
-    /// Save only the given platform variant (os[/arch[/variant]])
-    #[arg(long)]
-    pub platform: Option<String>,
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
 }
@@ -1150,9 +1144,6 @@ pub struct LoadArgs {
     /// Suppress the load output
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Load only the given platform variant (os[/arch[/variant]])
-    #[arg(long)]
-    pub platform: Option<String>,
 }
 
 #[derive(Debug, Args)]

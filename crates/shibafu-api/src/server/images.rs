@@ -55,7 +55,7 @@ pub(crate) async fn dispatch(
             if names.is_empty() {
                 return Err(bad_request("missing query parameter \"names\""));
             }
-            save(&b, names).await
+            save(&b, &q, names).await
         }
         (Method::POST, "prune") => Ok(json_response(
             StatusCode::OK,
@@ -76,7 +76,7 @@ pub(crate) async fn dispatch(
                 json_response(StatusCode::OK, &b.images.image_history(name).await?),
             ),
             (Method::GET, Some((name, "get"))) if !name.is_empty() => {
-                save(&b, vec![name.to_string()]).await
+                save(&b, &q, vec![name.to_string()]).await
             }
             (Method::POST, Some((name, "push"))) if !name.is_empty() => {
                 push(&b, name, &q, &headers, body).await
@@ -186,16 +186,7 @@ fn header_auth(headers: &HeaderMap) -> Option<RegistryAuth> {
 /// or, for clients older than that header, from a JSON body; neither is
 /// required (dockerd 25+ pushes anonymously then).
 async fn push(b: &Backends, name: &str, q: &Query, headers: &HeaderMap, body: Body) -> HttpResult {
-    if let Some(p) = q.non_empty("platform") {
-        serde_json::from_str::<serde_json::Value>(p)
-            .ok()
-            .filter(serde_json::Value::is_object)
-            .ok_or_else(|| {
-                bad_request(format!(
-                    "invalid platform {p:?}: expected a JSON object such as {{\"os\":\"linux\",\"architecture\":\"amd64\"}}"
-                ))
-            })?;
-    }
+    refuse_platform(q, "push")?;
     let auth = match header_auth(headers) {
         Some(a) => Some(a),
         None if !headers.contains_key(AUTH_HEADER) => {
@@ -224,8 +215,21 @@ async fn push(b: &Backends, name: &str, q: &Query, headers: &HeaderMap, body: Bo
     message_stream(stream).await
 }
 
+/// shibafu keeps one platform per image (as dockerd's classic store), so a
+/// `platform` for push, save or load could only be ignored: refused instead,
+/// naming why.
+fn refuse_platform(q: &Query, what: &str) -> Result<(), ApiError> {
+    match q.non_empty("platform") {
+        Some(p) => Err(ApiError::InvalidArgument(format!(
+            "{what} of a chosen platform ({p}) is not supported: shibafu keeps one platform per image; {what} without --platform"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// `GET /images/get` and `/images/{name}/get`: the archive as it is written.
-async fn save(b: &Backends, names: Vec<String>) -> HttpResult {
+async fn save(b: &Backends, q: &Query, names: Vec<String>) -> HttpResult {
+    refuse_platform(q, "save")?;
     let stream = b.images.image_save(names).await?;
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(header::CONTENT_TYPE, TAR);
@@ -236,6 +240,7 @@ async fn save(b: &Backends, names: Vec<String>) -> HttpResult {
 /// reports failures in-stream (the docker CLI prints them without the
 /// "Error response from daemon" prefix); so does this.
 async fn load(b: &Backends, q: &Query, body: Body) -> HttpResult {
+    refuse_platform(q, "load")?;
     let quiet = q.bool("quiet")?;
     let input: BoxStream<std::io::Result<bytes::Bytes>> = body
         .into_data_stream()

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use hyper::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
 use crate::auth::{server_key, ConfigFile, Credentials, Reference, INDEX_SERVER};
@@ -22,24 +22,6 @@ use crate::{term, Ctx};
 pub enum Target {
     Out,
     Err,
-}
-
-/// `os[/arch[/variant]]` → the JSON object push, save and load take.
-fn platform_json(p: &str) -> Result<String> {
-    let parts: Vec<&str> = p.trim().split('/').collect();
-    if parts.iter().any(|s| s.is_empty()) || parts.len() > 3 {
-        return Err(CliError::usage(format!(
-            "invalid platform {p:?}: want os[/arch[/variant]]"
-        )));
-    }
-    let mut v = json!({ "os": parts[0] });
-    if let Some(a) = parts.get(1) {
-        v["architecture"] = json!(a);
-    }
-    if let Some(var) = parts.get(2) {
-        v["variant"] = json!(var);
-    }
-    Ok(v.to_string())
 }
 
 fn parse_ref(s: &str) -> Result<Reference> {
@@ -167,9 +149,6 @@ pub async fn push(ctx: &Ctx, a: PushArgs) -> Result<i32> {
     if let Some(t) = &r.tag {
         pairs.push(("tag", t.clone()));
     }
-    if let Some(p) = &a.platform {
-        pairs.push(("platform", platform_json(p)?));
-    }
     let header = auth_header(ctx, &r.auth_key());
     let resp = ctx
         .client
@@ -211,10 +190,7 @@ pub async fn save(ctx: &Ctx, a: SaveArgs) -> Result<i32> {
         }
         None => None,
     };
-    let mut pairs: Vec<(&str, String)> = a.images.iter().map(|n| ("names", n.clone())).collect();
-    if let Some(p) = &a.platform {
-        pairs.push(("platform", platform_json(p)?));
-    }
+    let pairs: Vec<(&str, String)> = a.images.iter().map(|n| ("names", n.clone())).collect();
     let resp = ctx
         .client
         .request(
@@ -286,10 +262,7 @@ pub async fn load(ctx: &Ctx, a: LoadArgs) -> Result<i32> {
                 .ok_or_else(|| CliError::other("stdin is not available"))?,
         ),
     };
-    let mut pairs = vec![("quiet", if quiet { "1" } else { "0" }.to_string())];
-    if let Some(p) = &a.platform {
-        pairs.push(("platform", platform_json(p)?));
-    }
+    let pairs = vec![("quiet", if quiet { "1" } else { "0" }.to_string())];
     let resp = ctx
         .client
         .request(
@@ -481,21 +454,4 @@ pub async fn logout(ctx: &Ctx, a: LogoutArgs) -> Result<i32> {
         ctx.outln(&format!("Not logged in to {key}"));
     }
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::platform_json;
-
-    #[test]
-    fn platforms_become_json_objects() {
-        let v: serde_json::Value =
-            serde_json::from_str(&platform_json("linux/arm64/v8").unwrap()).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"os":"linux","architecture":"arm64","variant":"v8"})
-        );
-        assert_eq!(platform_json("linux").unwrap(), r#"{"os":"linux"}"#);
-        assert!(platform_json("linux//x").is_err());
-    }
 }
