@@ -38,13 +38,12 @@ fn go_g4(v: f64) -> String {
     };
     let decimals = (4 - digits_before).max(0) as usize;
     let s = format!("{v:.decimals$}");
-    let s = if s.contains('.') {
+    // Rounding can reach 1000 (999.95 → "1000"): Go prints "1000" too.
+    if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
         s
-    };
-    // Rounding can reach 1000 (999.95 → "1000"): Go prints "1000" too.
-    s
+    }
 }
 
 /// The `progress` string of a JSON progress line, as dockerd renders it

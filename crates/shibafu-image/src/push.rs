@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -163,12 +163,7 @@ fn is_compressed(mt: &str) -> bool {
 
 /// Compresses a layer's uncompressed blob with gzip into `blobs/`, adds the
 /// new blob to the layer's record, and returns it.
-fn compress_layer(
-    inner: &Inner,
-    diff_id: &str,
-    src_hex: &str,
-    progress: &dyn Fn(u64),
-) -> Result<BlobDesc, StoreError> {
+fn compress_layer(inner: &Inner, diff_id: &str, src_hex: &str) -> Result<BlobDesc, StoreError> {
     let src = File::open(inner.blob_file(src_hex))
         .map_err(|e| StoreError::io("reading a layer blob", e))?;
     let tmp = inner.tmp_dir().join(format!("gz-{}", random_hex(8)));
@@ -182,20 +177,7 @@ fn compress_layer(
         };
         let mut enc = flate2::write::GzEncoder::new(hashing, flate2::Compression::new(GZIP_LEVEL));
         let mut r = BufReader::with_capacity(512 * 1024, src);
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut done = 0u64;
-        loop {
-            let n = r
-                .read(&mut buf)
-                .map_err(|e| StoreError::io("reading a layer blob", e))?;
-            if n == 0 {
-                break;
-            }
-            enc.write_all(&buf[..n])
-                .map_err(|e| StoreError::io("compressing a layer", e))?;
-            done += n as u64;
-            progress(done);
-        }
+        io::copy(&mut r, &mut enc).map_err(|e| StoreError::io("compressing a layer", e))?;
         let hw = enc
             .finish()
             .map_err(|e| StoreError::io("compressing a layer", e))?;
@@ -284,7 +266,7 @@ async fn generated_plan(
         rep.layer(&id, "Preparing");
         handles.push((
             i,
-            tokio::task::spawn_blocking(move || compress_layer(&inner, &diff, &src, &|_| {})),
+            tokio::task::spawn_blocking(move || compress_layer(&inner, &diff, &src)),
         ));
     }
     for (i, h) in handles {
